@@ -1,0 +1,52 @@
+# make test  - create .venv if missing, install bcce with dev extras, lint, type-check, test
+# make demo  - install and run the quickstart offline
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo install lint typecheck pytest bench clean system-deps
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "bcce needs Python >= 3.11 (set PYTHON=...)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+# System packages some tests need; installed where we are root with apt-get, reported otherwise.
+SYSTEM_PACKAGES :=
+system-deps:
+	@if [ -n "$(SYSTEM_PACKAGES)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	    if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
+	  else echo "note: not root with apt-get; tests needing$(SYSTEM_PACKAGES) will be skipped"; fi; \
+	fi
+
+lint: install
+	$(BIN)/ruff check bcce tests benchmarks
+	$(BIN)/ruff format --check bcce tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy bcce
+
+pytest: install system-deps
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+demo: install
+	BCCE_AGENT__PROVIDER=scripted $(BIN)/bcce doctor
+	$(BIN)/bcce config show --sources
+
+bench: install
+	$(BIN)/python benchmarks/startup.py
+
+clean:
+	rm -rf $(VENV) .bcce_runs .mypy_cache .ruff_cache build dist *.egg-info

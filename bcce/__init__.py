@@ -1,0 +1,28 @@
+"""bcce: governed, auditable, resumable Claude Code workflows on Amazon Bedrock.
+
+Importing this package is cheap: the application, boto3 and the agent SDK load only when used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bcce._version import __version__
+
+if TYPE_CHECKING:
+    from bcce.application import create_application
+    from bcce.containers.application import Application
+
+__all__ = ["Application", "__version__", "create_application"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_application":
+        from bcce.application import create_application
+
+        return create_application
+    if name == "Application":
+        from bcce.containers.application import Application
+
+        return Application
+    raise AttributeError(f"module 'bcce' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+import sys
+
+from bcce.cli import main
+
+sys.exit(main())

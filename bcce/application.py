@@ -1,0 +1,100 @@
+"""Building the application: settings in, a checked container tree out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from dependency_injector import providers
+
+from bcce.errors import ConfigError
+from bcce.settings.layers import LayerOptions, load_settings
+from bcce.settings.model import BcceSettings
+from bcce.settings.provenance import Origin, Provenance, dotted
+
+if TYPE_CHECKING:
+    from bcce.containers.application import Application
+
+
+def selector_points(app: Application) -> dict[str, providers.Selector[Any]]:
+    """Every swappable component, by the settings key that chooses it."""
+    points = {
+        "events.metrics": app.events.metrics,
+        "auth.provider": app.auth.authenticator,
+        "storage.backend": app.storage.backend,
+        "agent.runtime": app.agent.runtime,
+    }
+    return {key: cast("providers.Selector[Any]", selector) for key, selector in points.items()}
+
+
+def create_application(
+    settings: BcceSettings | None = None,
+    *,
+    options: LayerOptions | None = None,
+    **overrides: Any,
+) -> Application:
+    """Build the application tree.
+
+    ``settings``: a loaded :class:`BcceSettings`; when omitted every configuration layer is loaded
+    (as ``options`` says, else from the process environment and working directory).
+    ``overrides``: the highest layer, by section, e.g. ``storage={"backend": "local"}``.
+    """
+    from bcce.containers.application import Application
+
+    if settings is None:
+        settings = load_settings(options, overrides)
+    elif overrides:
+        settings = _with_overrides(settings, overrides)
+    app = Application(settings=providers.Object(settings))
+    app.config.from_pydantic(settings)
+    _merge_plugin_choices(app)
+    _check_selectors(app, settings)
+    app.check_dependencies()
+    return app
+
+
+def _with_overrides(settings: BcceSettings, overrides: Mapping[str, Any]) -> BcceSettings:
+    from pydantic import ValidationError
+
+    from bcce.settings.layers import Layer, _all_paths, _deep_merge, _plain, _translate
+
+    data = _plain(overrides)
+    try:
+        updated = BcceSettings.model_validate(_deep_merge(settings.model_dump(), data))
+    except ValidationError as exc:
+        raise _translate(exc, [Layer("override", "overrides", data)]) from None
+    origins = dict(settings.provenance.origins)
+    for path in _all_paths(data):
+        if path in origins or not isinstance(_get(data, path), Mapping):
+            origins[path] = Origin("override", "explicit override")
+    updated._provenance = Provenance(origins, sources=settings.provenance.sources)
+    return updated
+
+
+def _get(data: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
+    for part in path:
+        data = data[str(part)]
+    return data
+
+
+def _merge_plugin_choices(app: Application) -> None:
+    contributions = app.plugins.manager().selector_choices()
+    points = selector_points(app)
+    for key, choices in contributions.items():
+        selector = points[key]
+        # set_providers replaces; keep the built-ins and add the plugin's.
+        selector.set_providers(**{**selector.providers, **choices})
+
+
+def _check_selectors(app: Application, settings: BcceSettings) -> None:
+    for key, selector in selector_points(app).items():
+        section, name = key.split(".")
+        value = getattr(getattr(settings, section), name)
+        if value not in selector.providers:
+            origin = settings.provenance.origin_of((section, name))
+            raise ConfigError(
+                f"unknown choice {value!r}",
+                key=dotted((section, name)),
+                location=origin.location if origin is not None else None,
+                hint=f"allowed values: {', '.join(sorted(selector.providers))}",
+            )

@@ -1,0 +1,1 @@
+"""Core services shared by every container: logging, clock, ids, redaction, strict YAML."""

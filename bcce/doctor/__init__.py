@@ -1,0 +1,1 @@
+"""``bcce doctor``: environment checks, each with a status, a message and a concrete fix."""

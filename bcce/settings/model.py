@@ -1,0 +1,180 @@
+"""The settings model: one section per container of the application tree.
+
+Defaults here equal ``config/defaults.yaml`` (a test keeps them equal); the layers that override
+them are assembled in :mod:`bcce.settings.layers`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bcce.settings.provenance import Provenance
+
+LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Section(BaseModel):
+    """A settings section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class CoreSettings(Section):
+    log_level: LogLevel = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    redact_patterns: list[str] = Field(
+        default_factory=list, description="extra regular expressions whose matches are redacted"
+    )
+    secrets: list[SecretStr] = Field(
+        default_factory=list, description="extra literal values redacted wherever they appear"
+    )
+    team: str | None = None
+    project: str | None = None
+
+
+class AwsSettings(Section):
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = Field(
+        default=None, description="one endpoint for every AWS service (a gateway or moto)"
+    )
+    endpoint_urls: dict[str, str] = Field(
+        default_factory=dict, description="per-service endpoints, e.g. {sts: http://...}"
+    )
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+
+
+class SsmSettings(Section):
+    path: str | None = Field(
+        default=None, description="Parameter Store path whose parameters form a settings layer"
+    )
+    region: str | None = None
+    endpoint_url: str | None = None
+    decrypt: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must start with '/', e.g. /bcce/prod")
+        return value.rstrip("/") if value not in (None, "/") else value
+
+
+class EventsSettings(Section):
+    metrics: str = "log"
+    subscribers: list[str] = Field(default_factory=list)
+
+
+class AuthSettings(Section):
+    provider: str = "local"
+
+
+class StorageSettings(Section):
+    backend: str = "local"
+    root: Path = Path(".bcce_runs")
+
+
+class StepPolicySettings(Section):
+    timeout_seconds: int = Field(default=900, ge=1)
+    max_files: int = Field(default=50, ge=0)
+    max_edits: int = Field(default=20, ge=0)
+    allowed_paths: list[str] = Field(default_factory=lambda: ["**"])
+    cmd_allowlist: list[str] | None = None
+
+
+class PolicySettings(Section):
+    strict: bool = False
+    default: StepPolicySettings = Field(default_factory=StepPolicySettings)
+    cmd_allowlist: list[str] | None = Field(
+        default=None, description="an organisation-wide allowlist applied to every cmd step"
+    )
+
+
+class PluginsSettings(Section):
+    paths: list[Path] = Field(default_factory=list)
+    disabled: list[str] = Field(default_factory=list)
+    require_signature: bool = False
+    trusted_keys: list[str] = Field(default_factory=list)
+
+
+class AgentSettings(Section):
+    runtime: str = "claude-code"
+    provider: Literal["bedrock", "anthropic", "scripted"] = "bedrock"
+    cli_path: Path | None = None
+    model: str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+
+
+class WorkflowSettings(Section):
+    state_store: str = "json"
+    max_parallel: int = Field(default=4, ge=1, le=256)
+    shell: str = "/bin/bash"
+    env_allowlist: list[str] = Field(
+        default_factory=lambda: ["PATH", "HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "TZ"]
+    )
+
+
+class BcceSettings(BaseSettings):
+    """All of bcce's settings, layered: overrides > env > SSM > files > plugin defaults > defaults.
+
+    ``BcceSettings()`` loads every layer for the current process;
+    :func:`bcce.settings.load_settings` does the same with explicit options.
+    ``settings.provenance`` tells where each value came from.
+    """
+
+    model_config = SettingsConfigDict(extra="forbid", validate_assignment=True)
+
+    SECTIONS: ClassVar[tuple[str, ...]] = (
+        "core",
+        "aws",
+        "ssm",
+        "events",
+        "auth",
+        "storage",
+        "policy",
+        "plugins",
+        "agent",
+        "workflow",
+    )
+
+    core: CoreSettings = Field(default_factory=CoreSettings)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    ssm: SsmSettings = Field(default_factory=SsmSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    plugins: PluginsSettings = Field(default_factory=PluginsSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+
+    _provenance: Provenance = PrivateAttr(default_factory=Provenance)
+
+    def __init__(self, **values: Any) -> None:
+        from bcce.settings.layers import build_settings
+
+        build_settings(self, values, super().__init__)
+
+    @property
+    def provenance(self) -> Provenance:
+        return self._provenance
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from bcce.settings.layers import current_sources
+
+        return (init_settings, *current_sources(settings_cls))

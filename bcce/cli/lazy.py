@@ -43,4 +43,5 @@ class LazyGroup(click.Group):
 LAZY_HELP: dict[str, str] = {
     "config": "Show and validate the layered configuration.",
     "doctor": "Check Python, configuration, AWS access and Claude Code.",
+    "workflow": "Validate, run, resume and inspect workflows.",
 }

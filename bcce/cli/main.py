@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-import traceback
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +17,7 @@ LOG_LEVELS = ["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL
 SUBCOMMANDS = {
     "config": "bcce.cli.config:config",
     "doctor": "bcce.cli.doctor:doctor",
+    "workflow": "bcce.cli.workflow:workflow",
 }
 
 
@@ -30,6 +29,8 @@ class BcceGroup(LazyGroup):
             return super().invoke(ctx)
         except BcceError as error:
             if is_debug(ctx):
+                import traceback
+
                 traceback.print_exc(file=sys.stderr)
             click.echo(click.style("error: ", fg="red", bold=True) + error.render(), err=True)
             ctx.exit(int(error.exit_code))
@@ -47,7 +48,8 @@ class BcceGroup(LazyGroup):
     "--config",
     "config_files",
     multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
+    # Converted to Path in build(): importing pathlib here would slow every `bcce --help`.
+    type=click.Path(dir_okay=False),
     help="A YAML configuration file (repeatable; later files win).",
 )
 @click.option("--env", "env_name", help="Environment: loads config/environments/ENV.yaml.")
@@ -59,7 +61,7 @@ class BcceGroup(LazyGroup):
 @click.pass_context
 def cli(
     ctx: click.Context,
-    config_files: tuple[Path, ...],
+    config_files: tuple[str, ...],
     env_name: str | None,
     log_level: str | None,
     log_format: str | None,
@@ -81,11 +83,15 @@ def cli(
         core["log_format"] = log_format
 
     def build() -> Any:
+        from pathlib import Path
+
         from bcce.application import create_application
         from bcce.settings.layers import LayerOptions
 
         options = LayerOptions(
-            config_files=config_files, env_name=env_name, override_label="command line"
+            config_files=tuple(Path(f) for f in config_files),
+            env_name=env_name,
+            override_label="command line",
         )
         overrides: dict[str, Any] = {"core": core} if core else {}
         return create_application(options=options, **overrides)

@@ -21,7 +21,7 @@ class Application(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=BcceSettings)
     config = providers.Configuration(strict=True)
 
-    core = providers.Container(CoreContainer, config=config.core)
+    core = providers.Container(CoreContainer, config=config.core, settings=settings)
     aws = providers.Container(AwsContainer, settings=settings.provided.aws)
     events = providers.Container(EventsContainer, config=config.events, core=core)
     auth = providers.Container(AuthContainer, config=config.auth, aws=aws)
@@ -34,6 +34,7 @@ class Application(containers.DeclarativeContainer):
     workflow = providers.Container(
         WorkflowContainer,
         config=config.workflow,
+        settings=settings,
         core=core,
         events=events,
         storage=storage,

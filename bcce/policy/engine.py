@@ -1,12 +1,27 @@
-"""The policy engine: the organisation's policy settings and the step policies derived from them."""
+"""The policy engine: the organisation's policy and the decisions derived from it."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from bcce.settings.model import PolicySettings, StepPolicySettings
 
 
+@dataclass(frozen=True)
+class CommandDecision:
+    """Whether a command may run, why, and the exact command line to run if it may."""
+
+    allowed: bool
+    rule: str
+    reason: str
+    layer: str = "policy"
+    command: str | None = None
+
+
 class PolicyEngine:
-    """Holds the configured policy; decisions on commands and paths come from its checkers."""
+    """Holds the configured policy and answers policy questions for steps."""
 
     def __init__(self, settings: PolicySettings) -> None:
         self.settings = settings
@@ -17,3 +32,32 @@ class PolicyEngine:
 
     def default_step_policy(self) -> StepPolicySettings:
         return self.settings.default.model_copy(deep=True)
+
+    def command_allowlist(self, step_policy: Mapping[str, Any] | None) -> Sequence[str] | None:
+        """The allowlist for a cmd step: the step's own, else the organisation's, else none."""
+        if step_policy and step_policy.get("cmd_allowlist") is not None:
+            return list(step_policy["cmd_allowlist"])
+        return self.settings.cmd_allowlist
+
+    def check_step_command(
+        self, command: str, step_policy: Mapping[str, Any] | None
+    ) -> CommandDecision:
+        """Decide a cmd step's command; without an allowlist every command may run."""
+        allowlist = self.command_allowlist(step_policy)
+        if allowlist is None:
+            return CommandDecision(
+                True, "cmd.no_allowlist", "no allowlist applies", command=command
+            )
+        return self.check_command(command, allowlist)
+
+    def check_command(self, command: str, allowlist: Sequence[str]) -> CommandDecision:
+        from bcce.policy.commands import CommandAllowlist
+
+        decision = CommandAllowlist(allowlist).check(command)
+        return CommandDecision(
+            decision.allowed,
+            decision.rule,
+            decision.reason,
+            decision.layer,
+            command if decision.allowed else None,
+        )

@@ -114,8 +114,17 @@ class AgentSettings(Section):
 
 class WorkflowSettings(Section):
     state_store: str = "json"
+    state_dir: Path = Field(
+        default=Path(".bcce_runs"), description="where run state (run.json, journal) is kept"
+    )
+    fsync: bool = Field(
+        default=True, description="fsync every state transition (survives power loss too)"
+    )
     max_parallel: int = Field(default=4, ge=1, le=256)
     shell: str = "/bin/bash"
+    kill_grace_seconds: float = Field(
+        default=2.0, ge=0, description="SIGTERM-to-SIGKILL grace when a step is stopped"
+    )
     env_allowlist: list[str] = Field(
         default_factory=lambda: ["PATH", "HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "TZ"]
     )

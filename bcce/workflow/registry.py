@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,13 @@ class StepRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._types: dict[str, StepType] = {}
+
+    @classmethod
+    def with_types(cls, types: Callable[[], Iterable[StepType]]) -> StepRegistry:
+        registry = cls()
+        for step_type in types():
+            registry.register(step_type)
+        return registry
 
     def register(self, step_type: StepType, *, replace: bool = False) -> None:
         if not STEP_TYPE.match(step_type.name):

@@ -1,0 +1,810 @@
+"""Running workflows: validate, plan, execute, monitor, complete; resume, cancel, status.
+
+One :class:`_Execution` drives one run in one process, holding the run lock. Every transition is
+journaled before it is acted on, so a run killed at any instant resumes from what was recorded:
+succeeded steps are never re-run, the interrupted step is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bcce.core.log import get_logger
+from bcce.errors import BcceError, ExitCode, PolicyDenied, WorkflowError
+from bcce.events.bus import Event, EventBus
+from bcce.steps.base import StepContext, StepResult
+from bcce.workflow.expressions import EvaluationContext, parse
+from bcce.workflow.loader import EXPRESSION_ROOTS, LoadOptions, load_workflow
+from bcce.workflow.model import CONTROL_TYPES, Step, Workflow
+from bcce.workflow.planner import (
+    BlockPlan,
+    PlannedStep,
+    plan_block,
+    plan_children,
+    plan_workflow,
+)
+from bcce.workflow.process import kill_cookie
+from bcce.workflow.registry import StepRegistry
+from bcce.workflow.reports import write_junit
+from bcce.workflow.state import (
+    CANCEL_REQUEST,
+    FINISHED_STEP,
+    TERMINAL_RUN,
+    RunRecorder,
+    RunState,
+    RunStateStore,
+    utcnow,
+)
+from bcce.workflow.templating import render_data
+
+if TYPE_CHECKING:
+    from bcce.core.ids import IdGenerator
+    from bcce.core.redaction import Redactor
+    from bcce.policy.engine import PolicyEngine
+    from bcce.settings.model import BcceSettings
+
+log = get_logger("workflow")
+
+OUTPUT_VALUE_LIMIT = 64 * 1024
+
+
+@dataclass
+class RunResult:
+    state: RunState
+    exit_code: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass
+class RunOptions:
+    variables: Mapping[str, str] = field(default_factory=dict)
+    run_id: str | None = None
+    workspace: Path | None = None
+    echo: Callable[[str, str, bytes], None] | None = None  # (step id, stream, data)
+
+
+class WorkflowRunner:
+    """Loads, plans and runs workflows; resumes, cancels and reports on runs."""
+
+    def __init__(
+        self,
+        *,
+        registry: StepRegistry,
+        store: RunStateStore,
+        bus: EventBus,
+        redactor: Redactor,
+        ids: IdGenerator,
+        policy: PolicyEngine,
+        settings: BcceSettings,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.bus = bus
+        self.redactor = redactor
+        self.ids = ids
+        self.policy = policy
+        self.settings = settings
+        self.environ = dict(os.environ if environ is None else environ)
+
+    # -- loading ---------------------------------------------------------------------------
+    def load_options(self, variables: Mapping[str, str], run_id: str) -> LoadOptions:
+        return LoadOptions(
+            variables=dict(variables),
+            environ=self.environ,
+            env_allowlist=self.settings.workflow.env_allowlist,
+            builtins=self.builtins(run_id, None),
+            step_types=self.registry.names(),
+        )
+
+    def builtins(self, run_id: str, workflow_model: str | None) -> dict[str, str]:
+        return {
+            "RUN_ID": run_id,
+            "BEDROCK_MODEL_ID": workflow_model or self.settings.agent.model,
+            "AWS_REGION": self.settings.aws.region
+            or self.environ.get("AWS_REGION")
+            or self.environ.get("AWS_DEFAULT_REGION")
+            or "",
+        }
+
+    def load(self, path: Path, variables: Mapping[str, str], run_id: str = "RUN_ID") -> Workflow:
+        workflow = load_workflow(path, self.load_options(variables, run_id))
+        if workflow.model:  # BEDROCK_MODEL_ID follows the workflow's own model
+            options = self.load_options(variables, run_id)
+            options.builtins = self.builtins(run_id, workflow.model)
+            workflow = load_workflow(path, options)
+        return workflow
+
+    # -- runs ------------------------------------------------------------------------------
+    def run(self, path: Path, options: RunOptions | None = None) -> RunResult:
+        options = options or RunOptions()
+        run_id = options.run_id or self.ids.run_id()
+        workflow = self.load(path, options.variables, run_id)
+        workspace = (options.workspace or Path.cwd()).resolve()
+        if not workspace.is_dir():
+            raise WorkflowError(f"workspace {workspace} is not a directory", hint="--workspace DIR")
+        state = RunState(
+            run_id=run_id,
+            workflow={
+                "name": workflow.name,
+                "path": str(workflow.source),
+                "digest": workflow.digest,
+            },
+            variables=dict(options.variables),
+            workspace=str(workspace),
+            order=[p.step.id for p in plan_workflow(workflow)],
+            steps={
+                p.step.id: {"status": "pending", "type": p.step.type}
+                for p in plan_workflow(workflow)
+            },
+        )
+        recorder = self.store.create(state)
+        return _Execution(self, workflow, recorder, options, keep=set()).drive()
+
+    def resume(
+        self,
+        run_id: str,
+        *,
+        from_step: str | None = None,
+        force: bool = False,
+        options: RunOptions | None = None,
+    ) -> RunResult:
+        options = options or RunOptions()
+        state = self.store.load(run_id)
+        if state.status in TERMINAL_RUN and state.status == "succeeded" and from_step is None:
+            return RunResult(state, 0)
+        path = Path(state.workflow["path"])
+        workflow = self.load(path, state.variables, run_id)
+        if workflow.digest != state.workflow.get("digest") and not force:
+            raise WorkflowError(
+                f"the workflow file changed since run {run_id} started",
+                location=str(path),
+                hint="resume with --force to run the changed workflow, or start a new run",
+            )
+        order = [p.step.id for p in plan_workflow(workflow)]
+        if from_step is not None and from_step not in order:
+            raise WorkflowError(
+                f"no step {from_step!r} in the workflow",
+                hint=f"steps: {', '.join(order)}",
+            )
+        recorder = self.store.open(run_id)
+        # Leftovers of a driver that died with steps running end before anything re-runs.
+        kill_cookie(f"{run_id}:")
+        with contextlib.suppress(FileNotFoundError):
+            (recorder.directory / CANCEL_REQUEST).unlink()
+        rerun = set(order[order.index(from_step) :]) if from_step else set()
+        if from_step:
+            rerun |= {s.id for s in workflow.step(from_step).walk()}
+        keep = {
+            step_id
+            for step_id, info in recorder.state.steps.items()
+            if info.get("status") == "succeeded" and step_id not in rerun
+        }
+        recorder.state.order = order
+        for step_id in order:
+            recorder.state.steps.setdefault(step_id, {"status": "pending"})
+        options.workspace = Path(recorder.state.workspace)
+        return _Execution(self, workflow, recorder, options, keep=keep, resumed=True).drive()
+
+    def cancel(self, run_id: str) -> str:
+        """Ask a running run to stop; finalise a run whose driver is gone. Returns what happened."""
+        state = self.store.load(run_id)
+        if state.status in TERMINAL_RUN:
+            return f"run {run_id} already {state.status}"
+        directory = self.store.run_dir(run_id)
+        (directory / CANCEL_REQUEST).write_text(utcnow())
+        try:
+            recorder = self.store.open(run_id)
+        except BcceError:
+            return f"cancellation requested; the running process of {run_id} is stopping it"
+        try:  # nobody drives the run: finish the cancellation ourselves
+            killed = kill_cookie(f"{run_id}:")
+            for step_id, info in recorder.state.steps.items():
+                if info.get("status") not in FINISHED_STEP:
+                    recorder.record("step", step_id, status="cancelled", finished_at=utcnow())
+            recorder.record("run", None, status="cancelled", finished_at=utcnow())
+            recorder.snapshot()
+            self._publish(run_id, "workflow.cancelled", {"processes_killed": killed})
+        finally:
+            recorder.release()
+        return f"run {run_id} cancelled"
+
+    def request_cancel(self, run_id: str) -> None:
+        """Ask the process driving ``run_id`` to stop (it polls for the request)."""
+        (self.store.run_dir(run_id) / CANCEL_REQUEST).write_text(utcnow())
+
+    def status(self, run_id: str) -> RunState:
+        return self.store.load(run_id)
+
+    def effective_status(self, state: RunState) -> str:
+        """``interrupted`` for a run recorded as running that no process drives any more."""
+        if state.status == "running" and not self.store.is_driven(state.run_id):
+            return "interrupted"
+        return state.status
+
+    def describe_step(self, planned: PlannedStep) -> dict[str, Any]:
+        """What ``--dry-run`` shows of a planned step, effective policy included."""
+        step = planned.step
+        row: dict[str, Any] = {
+            "id": step.id,
+            "type": step.type,
+            "name": step.name,
+            "depth": planned.depth,
+            "waits_for": list(planned.waits_for),
+            "branch": planned.branch,
+            "if": step.condition,
+            "timeout_seconds": step.timeout_seconds,
+            "retry": None if step.retry is None else dataclasses.asdict(step.retry),
+            "on_error": step.on_error,
+        }
+        if step.type in ("agent", "prompt"):
+            policy = step.raw.get("policy")
+            row["policy"] = (
+                dict(policy) if policy else self.policy.default_step_policy().model_dump()
+            )
+            row["policy_source"] = "step" if policy else "policy.default"
+        elif step.type == "cmd":
+            allowlist = self.policy.command_allowlist(step.raw.get("policy"))
+            if allowlist is not None:
+                row["policy"] = {"cmd_allowlist": list(allowlist)}
+        return row
+
+    def list_runs(self) -> list[RunState]:
+        return self.store.list_runs()
+
+    def _publish(self, run_id: str, event_type: str, payload: Mapping[str, Any]) -> None:
+        clean = self.redactor.redact_data(dict(payload))
+        assert isinstance(clean, dict)
+        self.bus.publish(Event(event_type, clean, run_id=run_id))
+
+
+class _Scope:
+    """Failure bookkeeping for one block, for ``success()``/``failure()`` of the steps in it."""
+
+    def __init__(self, parent: _Scope | None, *, counts_failures: bool = True) -> None:
+        self.parent = parent
+        self.counts_failures = counts_failures
+        self.failed = False
+        self.stop = threading.Event()
+
+    def record_failure(self) -> None:
+        if self.counts_failures:
+            self.failed = True
+
+    def any_failed(self) -> bool:
+        scope: _Scope | None = self
+        while scope is not None:
+            if scope.failed:
+                return True
+            scope = scope.parent
+        return False
+
+    def stopping(self) -> bool:
+        scope: _Scope | None = self
+        while scope is not None:
+            if scope.stop.is_set():
+                return True
+            scope = scope.parent
+        return False
+
+
+class _Execution:
+    def __init__(
+        self,
+        runner: WorkflowRunner,
+        workflow: Workflow,
+        recorder: RunRecorder,
+        options: RunOptions,
+        *,
+        keep: set[str],
+        resumed: bool = False,
+    ) -> None:
+        self.runner = runner
+        self.workflow = workflow
+        self.recorder = recorder
+        self.options = options
+        self.keep = keep
+        self.resumed = resumed
+        self.run_id = recorder.state.run_id
+        self.settings = runner.settings
+        self.lock = threading.RLock()
+        self.slots = threading.BoundedSemaphore(self.settings.workflow.max_parallel)
+        self.cancelled = threading.Event()
+        self.deadline: float | None = None
+        self.workspace = Path(recorder.state.workspace)
+        self.events_file = (recorder.directory / "events.jsonl").open("a", encoding="utf-8")
+        self.denied = False
+        self._last_cancel_check = 0.0
+
+    # -- the phases -------------------------------------------------------------------------
+    def drive(self) -> RunResult:
+        subscription = self._subscribe_events_file()
+        started = time.monotonic()
+        try:
+            with log.contextualize(run_id=self.run_id):
+                self._start(started)
+                top = _Scope(None)
+                self._run_block(plan_block(self.workflow.steps), top)
+                return self._complete(top, started)
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, a crash): the journal already says where we were.
+            with contextlib.suppress(Exception):
+                self.recorder.snapshot()
+            raise
+        finally:
+            kill_cookie(f"{self.run_id}:")
+            self.runner.bus.unsubscribe("*", subscription)
+            self.events_file.close()
+            self.recorder.release()
+
+    def _start(self, started: float) -> None:
+        if self.workflow.max_runtime_seconds:
+            self.deadline = started + float(self.workflow.max_runtime_seconds)
+        changes: dict[str, Any] = {"status": "running", "error": None, "finished_at": None}
+        if self.recorder.state.started_at is None:
+            changes["started_at"] = utcnow()
+        if self.resumed:
+            changes["resumes"] = self.recorder.state.resumes + 1
+        self.recorder.record("run", None, **changes)
+        self.recorder.snapshot()
+        self.publish(
+            "workflow.started",
+            {
+                "workflow": self.workflow.name,
+                "steps": len(self.recorder.state.order),
+                "resumed": self.resumed,
+                "kept": sorted(self.keep),
+            },
+        )
+
+    def _complete(self, top: _Scope, started: float) -> RunResult:
+        steps = self.recorder.state.steps
+        failed = [s for s in self.recorder.state.order if steps[s].get("conclusion") == "failure"]
+        awaiting = [
+            s for s in self.recorder.state.order if steps[s].get("status") == "awaiting_approval"
+        ]
+        if self.cancelled.is_set():
+            status, code = "cancelled", ExitCode.INTERRUPTED
+        elif failed or top.any_failed():
+            status, code = "failed", ExitCode.POLICY_DENIED if self.denied else ExitCode.RUN_FAILED
+        elif awaiting:
+            status, code = "awaiting_approval", ExitCode.OK
+        else:
+            status, code = "succeeded", ExitCode.OK
+        error = f"failed steps: {', '.join(failed)}" if failed else None
+        self.recorder.record("run", None, status=status, finished_at=utcnow(), error=error)
+        self.recorder.snapshot()
+        write_junit(self.recorder.directory / "junit.xml", self.workflow, self.recorder.state)
+        self.publish(
+            f"workflow.{'completed' if status in ('succeeded', 'awaiting_approval') else status}",
+            {
+                "workflow": self.workflow.name,
+                "status": status,
+                "duration_seconds": round(time.monotonic() - started, 3),
+                "failed_steps": failed,
+            },
+        )
+        return RunResult(self.recorder.state, int(code))
+
+    # -- events -----------------------------------------------------------------------------
+    def publish(self, event_type: str, payload: Mapping[str, Any]) -> None:
+        self.runner._publish(self.run_id, event_type, payload)
+
+    def _subscribe_events_file(self) -> Callable[[Event], None]:
+        def write(event: Event) -> None:
+            if event.run_id == self.run_id:
+                with self.lock:
+                    self.events_file.write(json.dumps(event.to_dict(), default=str) + "\n")
+                    self.events_file.flush()
+
+        self.runner.bus.subscribe("*", write)
+        return write
+
+    # -- blocks -----------------------------------------------------------------------------
+    def _run_block(
+        self,
+        plan: BlockPlan,
+        scope: _Scope,
+        *,
+        abort_on_failure: bool = False,
+        limit: int | None = None,
+    ) -> bool:
+        """Run a block's steps as their dependencies allow; True if any step concluded failure."""
+        pending = plan.order()
+        finished: set[str] = set()
+        running: dict[str, threading.Thread] = {}
+        done: queue.Queue[str] = queue.Queue()
+        block_failed = False
+        local_slots = threading.BoundedSemaphore(limit) if limit else None
+
+        def launch(step: Step) -> None:
+            def target() -> None:
+                try:
+                    if local_slots is not None:
+                        with local_slots:
+                            self._run_step(step, scope)
+                    else:
+                        self._run_step(step, scope)
+                finally:
+                    done.put(step.id)
+
+            thread = threading.Thread(target=target, name=f"step-{step.id}", daemon=True)
+            running[step.id] = thread
+            thread.start()
+
+        while pending or running:
+            if abort_on_failure and block_failed:
+                for step in pending:
+                    self._skip_tree(step, "skipped: an earlier step in the block failed")
+                pending = []
+                scope.stop.set()
+            ready = [s for s in pending if all(d in finished for d in plan.waits_for[s.id])]
+            if ready and not running and len(ready) == 1 and local_slots is None:
+                step = ready[0]
+                pending.remove(step)
+                self._run_step(step, scope)  # the common sequential case: no thread needed
+                finished.add(step.id)
+                block_failed |= self._concluded_failure(step.id)
+                continue
+            for step in ready:
+                pending.remove(step)
+                launch(step)
+            if not running:
+                continue
+            step_id = done.get()
+            running.pop(step_id).join()
+            finished.add(step_id)
+            block_failed |= self._concluded_failure(step_id)
+        return block_failed
+
+    def _concluded_failure(self, step_id: str) -> bool:
+        return self.recorder.state.steps.get(step_id, {}).get("conclusion") == "failure"
+
+    # -- steps ------------------------------------------------------------------------------
+    def _run_step(self, step: Step, scope: _Scope) -> None:
+        if step.id in self.keep:
+            self.publish(
+                "step.kept", {"step": step.id, "reason": "succeeded in an earlier attempt"}
+            )
+            return
+        if self._stop_requested() or scope.stopping():
+            self._skip_tree(step, "skipped: the run is stopping", status="cancelled")
+            return
+        try:
+            if not self._condition_holds(step, scope):
+                self._skip_tree(
+                    step, f"skipped: condition {step.condition or 'success()'} is false"
+                )
+                return
+        except BcceError as exc:
+            self._finish(
+                step, scope, StepResult("failed", error=f"condition failed: {exc.message}"), 0, 1
+            )
+            return
+        if step.type in CONTROL_TYPES:
+            self._run_control(step, scope)
+        else:
+            self._run_leaf(step, scope)
+
+    def _condition_holds(self, step: Step, scope: _Scope) -> bool:
+        context = self._expression_context(scope)
+        if step.type == "conditional" or not step.condition:
+            return context.status == "success"  # the implicit success()
+        return parse(step.condition, roots=EXPRESSION_ROOTS).should_run(context)
+
+    def _status(self, scope: _Scope) -> str:
+        if self.cancelled.is_set():
+            return "cancelled"
+        return "failure" if scope.any_failed() else "success"
+
+    def _expression_context(
+        self, scope: _Scope, own: Mapping[str, Any] | None = None
+    ) -> EvaluationContext:
+        with self.lock:
+            steps = {
+                step_id: {
+                    "outcome": info.get("outcome"),
+                    "conclusion": info.get("conclusion"),
+                    "outputs": dict(info.get("outputs") or {}),
+                    "status": info.get("status"),
+                }
+                for step_id, info in self.recorder.state.steps.items()
+            }
+        values: dict[str, object] = {
+            "steps": steps,
+            "env": dict(self.workflow.env),
+            "vars": {**self.recorder.state.variables},
+            "inputs": {},
+            "run": {"id": self.run_id, "workflow": self.workflow.name},
+            "self": dict(own or {}),
+        }
+        return EvaluationContext(values=values, status=self._status(scope))  # type: ignore[arg-type]
+
+    def _run_leaf(self, step: Step, scope: _Scope) -> None:
+        step_type = self.runner.registry.get(step.type)
+        executor = step_type.factory()
+        artifacts = self.recorder.directory / step.id
+        artifacts.mkdir(parents=True, exist_ok=True)
+        max_attempts = step.retry.max_attempts if step.retry else 1
+        attempt = int(self.recorder.state.steps.get(step.id, {}).get("attempts", 0))
+        first_attempt = attempt
+        started = time.monotonic()
+        result = StepResult("failed", error="not run")
+        with self.slots:
+            while True:
+                attempt += 1
+                self._record_step(
+                    step.id, status="running", attempts=attempt, started_at=utcnow(), type=step.type
+                )
+                self.publish(
+                    "step.started", {"step": step.id, "type": step.type, "attempt": attempt}
+                )
+                result = self._execute(step, executor, attempt, artifacts, scope)
+                tries = attempt - first_attempt
+                if (
+                    result.ok
+                    or result.denied
+                    or result.status == "cancelled"
+                    or tries >= max_attempts
+                ):
+                    break
+                if self._stop_requested() or scope.stopping():
+                    break
+                delay = _backoff(step, tries)
+                self._record_step(step.id, status="retrying", last_error=result.error)
+                self.publish(
+                    "step.retrying",
+                    {
+                        "step": step.id,
+                        "attempt": attempt,
+                        "delay_seconds": round(delay, 3),
+                        "error": result.error,
+                    },
+                )
+                if self._sleep(delay, scope):
+                    result = StepResult("cancelled", error="cancelled while waiting to retry")
+                    break
+        self._finish(step, scope, result, time.monotonic() - started, attempt)
+
+    def _execute(
+        self, step: Step, executor: Any, attempt: int, artifacts: Path, scope: _Scope
+    ) -> StepResult:
+        deadline = self.deadline
+        if step.timeout_seconds:
+            step_deadline = time.monotonic() + step.timeout_seconds
+            deadline = step_deadline if deadline is None else min(deadline, step_deadline)
+        render_context = self._expression_context(scope)
+        echo = None
+        if self.options.echo is not None:
+            sink = self.options.echo
+
+            def echo(stream: str, data: bytes) -> None:
+                sink(step.id, stream, data)
+
+        context = StepContext(
+            run_id=self.run_id,
+            workflow=self.workflow,
+            step=step,
+            attempt=attempt,
+            workspace=self.workspace,
+            artifacts=artifacts,
+            env=self._step_env(step),
+            deadline=deadline,
+            should_stop=lambda: self._stop_requested() or scope.stopping(),
+            render=lambda value: render_data(value, render_context, EXPRESSION_ROOTS),
+            publish=self.publish,
+            redactor=self.runner.redactor,
+            policy=self.runner.policy,
+            settings=self.settings,
+            echo=echo,
+            cookie=f"{self.run_id}:{step.id}:{attempt}",
+        )
+        try:
+            result: StepResult = executor.execute(context)
+        except PolicyDenied as exc:
+            result = StepResult("failed", denied=True, error=exc.message)
+        except BcceError as exc:
+            result = StepResult("failed", error=exc.render())
+        except Exception as exc:  # noqa: BLE001 - a broken executor fails its step, not the run
+            log.opt(exception=True).error("step {} executor raised", step.id)
+            result = StepResult("failed", error=f"internal error: {type(exc).__name__}: {exc}")
+        if deadline is not None and time.monotonic() > deadline and result.ok:
+            result = StepResult(
+                "timed_out", result.outputs, result.exit_code, "exceeded its timeout"
+            )
+        return result
+
+    def _step_env(self, step: Step) -> dict[str, str]:
+        allowed = set(self.settings.workflow.env_allowlist)
+        env = {k: v for k, v in self.runner.environ.items() if k in allowed}
+        for key, value in self.workflow.env.items():
+            if isinstance(value, str | int | float | bool) and key.isidentifier():
+                env[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        env.update(
+            BCCE_RUN_ID=self.run_id,
+            BCCE_STEP_ID=step.id,
+            BCCE_WORKSPACE=str(self.workspace),
+            BCCE_RUN_DIR=str(self.recorder.directory),
+        )
+        return env
+
+    def _finish(
+        self, step: Step, scope: _Scope, result: StepResult, duration: float, attempts: int
+    ) -> None:
+        outputs = dict(result.outputs)
+        if step.outputs:
+            try:
+                context = self._expression_context(scope, own={"outputs": outputs})
+                declared = render_data(dict(step.outputs), context, EXPRESSION_ROOTS)
+                outputs.update(declared)
+            except BcceError as exc:
+                result = StepResult("failed", outputs, result.exit_code, f"outputs: {exc.message}")
+        outputs = {k: _cap(v) for k, v in outputs.items()}
+        outcome = {"succeeded": "success", "cancelled": "cancelled"}.get(result.status, "failure")
+        conclusion = outcome
+        if outcome == "failure" and step.on_error == "continue":
+            conclusion = "success"
+        if result.status == "awaiting_approval":
+            outcome = conclusion = "pending"
+        if conclusion == "failure":
+            scope.record_failure()
+        if result.denied:
+            self.denied = True
+        error = self.runner.redactor.redact(result.error) if result.error else None
+        metrics = {
+            "status": result.status,
+            "attempts": attempts,
+            "duration_seconds": round(duration, 6),
+            "exit_code": result.exit_code,
+            **result.metrics,
+        }
+        artifacts = self.recorder.directory / step.id
+        if artifacts.is_dir():
+            (artifacts / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            if error:
+                (artifacts / "error.txt").open("a").write(error + "\n")
+        clean_outputs = self.runner.redactor.redact_data(outputs)
+        self._record_step(
+            step.id,
+            sync=True,
+            status=result.status,
+            outcome=outcome,
+            conclusion=conclusion,
+            finished_at=utcnow(),
+            duration_seconds=round(duration, 6),
+            exit_code=result.exit_code,
+            error=error,
+            denied=result.denied,
+            outputs=clean_outputs,
+        )
+        event = {
+            "succeeded": "step.completed",
+            "timed_out": "step.timed_out",
+            "cancelled": "step.cancelled",
+            "awaiting_approval": "step.awaiting_approval",
+        }.get(result.status, "step.failed")
+        self.publish(
+            event,
+            {
+                "step": step.id,
+                "type": step.type,
+                "status": result.status,
+                "conclusion": conclusion,
+                "attempts": attempts,
+                "duration_seconds": round(duration, 6),
+                "exit_code": result.exit_code,
+                "error": error,
+            },
+        )
+
+    def _run_control(self, step: Step, scope: _Scope) -> None:
+        started = time.monotonic()
+        self._record_step(step.id, status="running", started_at=utcnow(), type=step.type)
+        self.publish("step.started", {"step": step.id, "type": step.type, "attempt": 1})
+        abort = step.failure_strategy == "abort"
+        child = _Scope(scope, counts_failures=abort)
+        failed = False
+        if step.type == "conditional":
+            try:
+                assert step.condition is not None
+                taken = parse(step.condition, roots=EXPRESSION_ROOTS).truthy(
+                    self._expression_context(scope)
+                )
+            except BcceError as exc:
+                self._finish(
+                    step, scope, StepResult("failed", error=f"condition: {exc.message}"), 0, 1
+                )
+                return
+            branch, other = (
+                (step.children, step.else_children)
+                if taken
+                else (step.else_children, step.children)
+            )
+            for skipped in other:
+                self._skip_tree(skipped, "skipped: branch not taken")
+            failed = self._run_block(plan_block(branch), child, abort_on_failure=True)
+            outputs = {"branch": "then" if taken else "else"}
+        else:
+            failed = self._run_block(
+                plan_children(step),
+                child,
+                abort_on_failure=abort,
+                limit=step.max_parallel if step.type == "parallel" else None,
+            )
+            outputs = {}
+        if self._stop_requested():
+            result = StepResult("cancelled", outputs, error="cancelled")
+        elif failed or child.failed:
+            result = StepResult("failed", outputs, error="a nested step failed")
+        else:
+            result = StepResult("succeeded", outputs)
+        self._finish(step, scope, result, time.monotonic() - started, 1)
+
+    def _skip_tree(self, step: Step, reason: str, *, status: str = "skipped") -> None:
+        for item in step.walk():
+            if item.id in self.keep:
+                continue
+            outcome = "cancelled" if status == "cancelled" else "skipped"
+            self._record_step(
+                item.id,
+                status=status,
+                outcome=outcome,
+                conclusion=outcome,
+                reason=reason,
+                finished_at=utcnow(),
+            )
+            self.publish(f"step.{status}", {"step": item.id, "type": item.type, "reason": reason})
+
+    def _record_step(self, step_id: str, *, sync: bool = False, **changes: Any) -> None:
+        with self.lock:
+            self.recorder.record("step", step_id, **changes)
+            if sync:
+                self.recorder.sync()
+
+    # -- stopping ---------------------------------------------------------------------------
+    def _stop_requested(self) -> bool:
+        if self.cancelled.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check > 0.05:
+            self._last_cancel_check = now
+            if self.recorder.cancel_requested():
+                self.cancelled.set()
+        return self.cancelled.is_set()
+
+    def _sleep(self, seconds: float, scope: _Scope) -> bool:
+        """Sleep, waking early to stop; True if the run is stopping."""
+        end = time.monotonic() + seconds
+        while (remaining := end - time.monotonic()) > 0:
+            if self._stop_requested() or scope.stopping():
+                return True
+            self.cancelled.wait(min(remaining, 0.05))
+        return self._stop_requested()
+
+
+def _backoff(step: Step, tries: int) -> float:
+    assert step.retry is not None
+    delay = min(step.retry.backoff_seconds * (2 ** (tries - 1)), step.retry.max_backoff_seconds)
+    if step.retry.jitter:
+        delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+    return float(delay)
+
+
+def _cap(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > OUTPUT_VALUE_LIMIT:
+        return value[:OUTPUT_VALUE_LIMIT] + "…"
+    return value

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import select
 import selectors
 import signal
 import subprocess
@@ -98,6 +99,30 @@ def run_process(
 
 
 def _wait(
+    proc: subprocess.Popen[bytes], deadline: float | None, should_stop: Callable[[], bool]
+) -> tuple[bool, bool]:
+    """Wait for exit, the deadline or a stop request; ``(timed_out, cancelled)``."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll instead
+        return _poll(proc, deadline, should_stop)
+    try:
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return True, False
+            # The pidfd becomes readable the moment the process exits: no polling latency.
+            ready, _, _ = select.select([pidfd], [], [], min(0.1, remaining or 0.1))
+            if ready:
+                proc.wait()
+                return False, False
+            if should_stop():
+                return False, True
+    finally:
+        os.close(pidfd)
+
+
+def _poll(
     proc: subprocess.Popen[bytes], deadline: float | None, should_stop: Callable[[], bool]
 ) -> tuple[bool, bool]:
     interval = 0.001

@@ -501,9 +501,9 @@ class _Execution:
             self._run_leaf(step, scope)
 
     def _condition_holds(self, step: Step, scope: _Scope) -> bool:
-        context = self._expression_context(scope)
         if step.type == "conditional" or not step.condition:
-            return context.status == "success"  # the implicit success()
+            return self._status(scope) == "success"  # the implicit success()
+        context = self._expression_context(scope)
         return parse(step.condition, roots=EXPRESSION_ROOTS).should_run(context)
 
     def _status(self, scope: _Scope) -> str:
@@ -587,7 +587,15 @@ class _Execution:
         if step.timeout_seconds:
             step_deadline = time.monotonic() + step.timeout_seconds
             deadline = step_deadline if deadline is None else min(deadline, step_deadline)
-        render_context = self._expression_context(scope)
+        cached: list[EvaluationContext] = []
+
+        def render(value: Any) -> Any:
+            if not _has_template(value):
+                return value
+            if not cached:
+                cached.append(self._expression_context(scope))
+            return render_data(value, cached[0], EXPRESSION_ROOTS)
+
         echo = None
         if self.options.echo is not None:
             sink = self.options.echo
@@ -605,7 +613,7 @@ class _Execution:
             env=self._step_env(step),
             deadline=deadline,
             should_stop=lambda: self._stop_requested() or scope.stopping(),
-            render=lambda value: render_data(value, render_context, EXPRESSION_ROOTS),
+            render=render,
             publish=self.publish,
             redactor=self.runner.redactor,
             policy=self.runner.policy,
@@ -802,6 +810,16 @@ def _backoff(step: Step, tries: int) -> float:
     if step.retry.jitter:
         delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
     return float(delay)
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${{" in value
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return False
 
 
 def _cap(value: Any) -> Any:

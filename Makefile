@@ -43,7 +43,7 @@ test: lint typecheck pytest
 
 demo: install
 	BCCE_AGENT__PROVIDER=scripted $(BIN)/bcce doctor
-	$(BIN)/bcce config show --sources
+	$(BIN)/bcce workflow run examples/quickstart/workflow.yml --workspace examples/quickstart/project
 
 bench: install
 	$(BIN)/python benchmarks/startup.py

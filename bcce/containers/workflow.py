@@ -36,4 +36,5 @@ class WorkflowContainer(containers.DeclarativeContainer):
         ids=core.ids,
         policy=policy.engine,
         settings=settings,
+        storage=storage.backend,
     )

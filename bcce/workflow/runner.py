@@ -8,6 +8,7 @@ succeeded steps are never re-run, the interrupted step is.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import json
 import os
@@ -24,6 +25,7 @@ from bcce.core.log import get_logger
 from bcce.errors import BcceError, ExitCode, PolicyDenied, WorkflowError
 from bcce.events.bus import Event, EventBus
 from bcce.steps.base import StepContext, StepResult
+from bcce.workflow.artifacts import ArtifactPublisher
 from bcce.workflow.expressions import EvaluationContext, parse
 from bcce.workflow.loader import EXPRESSION_ROOTS, LoadOptions, load_workflow
 from bcce.workflow.model import CONTROL_TYPES, Step, Workflow
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from bcce.core.redaction import Redactor
     from bcce.policy.engine import PolicyEngine
     from bcce.settings.model import BcceSettings
+    from bcce.storage.backend import StorageBackend
 
 log = get_logger("workflow")
 
@@ -90,6 +93,7 @@ class WorkflowRunner:
         ids: IdGenerator,
         policy: PolicyEngine,
         settings: BcceSettings,
+        storage: StorageBackend | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.registry = registry
@@ -100,6 +104,7 @@ class WorkflowRunner:
         self.policy = policy
         self.settings = settings
         self.environ = dict(os.environ if environ is None else environ)
+        self.artifacts = ArtifactPublisher(storage, store.root) if storage is not None else None
 
     # -- loading ---------------------------------------------------------------------------
     def load_options(self, variables: Mapping[str, str], run_id: str) -> LoadOptions:
@@ -389,6 +394,8 @@ class _Execution:
         self.recorder.record("run", None, status=status, finished_at=utcnow(), error=error)
         self.recorder.snapshot()
         write_junit(self.recorder.directory / "junit.xml", self.workflow, self.recorder.state)
+        if self.runner.artifacts is not None:
+            self.runner.artifacts.publish_run(self.run_id)
         self.publish(
             f"workflow.{'completed' if status in ('succeeded', 'awaiting_approval') else status}",
             {
@@ -442,7 +449,11 @@ class _Execution:
                 finally:
                     done.put(step.id)
 
-            thread = threading.Thread(target=target, name=f"step-{step.id}", daemon=True)
+            # Threads start with an empty context: carry the run's (log run_id) into the step.
+            context = contextvars.copy_context()
+            thread = threading.Thread(
+                target=context.run, args=(target,), name=f"step-{step.id}", daemon=True
+            )
             running[step.id] = thread
             thread.start()
 
@@ -699,6 +710,7 @@ class _Execution:
             denied=result.denied,
             outputs=clean_outputs,
         )
+        self._publish_artifacts(step.id)
         event = {
             "succeeded": "step.completed",
             "timed_out": "step.timed_out",
@@ -718,6 +730,16 @@ class _Execution:
                 "error": error,
             },
         )
+
+    def _publish_artifacts(self, step_id: str) -> None:
+        if self.runner.artifacts is None:
+            return
+        try:
+            self.runner.artifacts.publish_step(self.run_id, step_id)
+        except BcceError as exc:
+            # The local copy is intact and the run goes on; the failure is visible.
+            log.warning("artifacts of step {} not stored: {}", step_id, exc.message)
+            self.publish("artifacts.failed", {"step": step_id, "error": exc.message})
 
     def _run_control(self, step: Step, scope: _Scope) -> None:
         started = time.monotonic()

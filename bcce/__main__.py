@@ -1,5 +1,5 @@
 import sys
 
-from bcce.cli import main
+from bcce.cli import entry_point
 
-sys.exit(main())
+sys.exit(entry_point())

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from dependency_injector import providers
 
-from bcce.errors import ConfigError
+from bcce.errors import ConfigError, PluginError
 from bcce.settings.layers import LayerOptions, load_settings
 from bcce.settings.model import BcceSettings
 from bcce.settings.provenance import Origin, Provenance, dotted
@@ -23,6 +23,7 @@ def selector_points(app: Application) -> dict[str, providers.Selector[Any]]:
         "auth.provider": app.auth.authenticator,
         "storage.backend": app.storage.backend,
         "agent.runtime": app.agent.runtime,
+        "workflow.state_store": app.workflow.state_store,
     }
     return {key: cast("providers.Selector[Any]", selector) for key, selector in points.items()}
 
@@ -81,7 +82,18 @@ def _merge_plugin_choices(app: Application) -> None:
     contributions = app.plugins.manager().selector_choices()
     points = selector_points(app)
     for key, choices in contributions.items():
-        selector = points[key]
+        selector = points.get(key)
+        if selector is None:
+            raise PluginError(
+                f"a plugin offers a choice for {key}, which is not a swappable component",
+                hint=f"swappable components: {', '.join(sorted(points))}",
+            )
+        clash = set(choices) & set(selector.providers)
+        if clash:
+            raise PluginError(
+                f"a plugin offers {key} choice(s) {', '.join(sorted(clash))} that already exist",
+                hint="plugins add choices under new names; they never replace built-ins",
+            )
         # set_providers replaces; keep the built-ins and add the plugin's.
         selector.set_providers(**{**selector.providers, **choices})
 

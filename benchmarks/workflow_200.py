@@ -111,10 +111,14 @@ def main() -> int:
         if args.json:
             print(json.dumps({**meta, "results": report}, indent=2))
         else:
-            print(f"{args.steps} steps, {args.repeat} runs each, fsync={'off' if args.no_fsync else 'on'}")
+            print(
+                f"{args.steps} steps, {args.repeat} runs each, fsync={'off' if args.no_fsync else 'on'}"
+            )
             for name, row in report.items():
-                print(f"  {name:<18} median {row['median_s'] * 1000:8.1f} ms   "
-                      f"min {row['min_s'] * 1000:8.1f} ms   x{row['ratio_to_bash']:.2f}")
+                print(
+                    f"  {name:<18} median {row['median_s'] * 1000:8.1f} ms   "
+                    f"min {row['min_s'] * 1000:8.1f} ms   x{row['ratio_to_bash']:.2f}"
+                )
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

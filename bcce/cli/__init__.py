@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def entry_point(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     args = sys.argv[1:] if argv is None else argv
     if args == ["--version"]:  # answered before Click is imported: scripts call this often

@@ -6,6 +6,7 @@ with :func:`get_logger`, runs add the id with ``logger.contextualize(run_id=...)
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
@@ -52,6 +53,9 @@ def configure_logging(
     Written as a generator so the application container can hold it as a ``Resource``.
     """
     logger.configure(patcher=_patch(redact))
+    # loguru's own default stderr sink (id 0) would print every record a second time, as text.
+    with contextlib.suppress(ValueError):
+        logger.remove(0)
     stream: Any = sink or sys.stderr
     handler = (
         logger.add(stream, level=level, serialize=True, backtrace=False, diagnose=False)

@@ -122,17 +122,32 @@ def load_yaml(
     _Scanner(decoded, source, limits, error).scan()
     try:
         node = yaml.compose(decoded, Loader=_Loader)
-    except yaml.MarkedYAMLError as exc:
-        raise _yaml_error(exc, source, error) from None
-    except yaml.YAMLError as exc:  # pragma: no cover - every parser error is marked
-        raise error(f"invalid YAML: {exc}", location=source) from None
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source, error, decoded) from None
     document = YamlDocument(data=None, source=source)
     if node is not None:
         document.data = _Builder(source, document.marks, error).build(node, ())
     return document
 
 
-def _yaml_error(exc: yaml.MarkedYAMLError, source: str, error: type[BcceError]) -> BcceError:
+def _yaml_error(exc: yaml.YAMLError, source: str, error: type[BcceError], text: str) -> BcceError:
+    if isinstance(exc, yaml.reader.ReaderError):
+        # The reader rejects control characters before any token exists, so it has no mark;
+        # libyaml reports a byte offset, the pure-Python reader a character offset.
+        before = (
+            text.encode("utf-8", "surrogatepass")[: exc.position].decode("utf-8", "ignore")
+            if _Loader.__name__.startswith("C")
+            else text[: exc.position]
+        )
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        return error(
+            f"invalid YAML: character #x{exc.character:04x} is not allowed ({exc.reason})",
+            location=f"{source}:{line}:{column}",
+            hint="remove control characters from the file",
+        )
+    if not isinstance(exc, yaml.MarkedYAMLError):  # pragma: no cover - parser errors are marked
+        return error(f"invalid YAML: {exc}", location=source)
     mark = exc.problem_mark or exc.context_mark
     where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
     problem = " ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
@@ -160,8 +175,8 @@ class _Scanner:
     def _events(self) -> Iterator[yaml.Event]:
         try:
             yield from yaml.parse(self.text, Loader=_Loader)
-        except yaml.MarkedYAMLError as exc:
-            raise _yaml_error(exc, self.source, self.error) from None
+        except yaml.YAMLError as exc:
+            raise _yaml_error(exc, self.source, self.error, self.text) from None
 
     def scan(self) -> None:
         sizes: dict[str, int] = {}
@@ -256,7 +271,15 @@ class _Builder:
             )
         if node.tag == "tag:yaml.org,2002:timestamp":
             return node.value  # keep dates as the text the user wrote
-        value = self.constructor.construct_object(node, deep=True)
+        try:
+            value = self.constructor.construct_object(node, deep=True)
+        except (ArithmeticError, LookupError, TypeError, ValueError, yaml.YAMLError):
+            # An explicit tag on a value that does not fit it, e.g. `!!int abc`.
+            raise self._fail(
+                f"{node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}",
+                node,
+                "remove the tag or fix the value",
+            ) from None
         if isinstance(value, datetime.date):  # pragma: no cover - guarded by the tag check
             return node.value
         return value

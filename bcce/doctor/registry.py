@@ -134,6 +134,7 @@ def _run_one(check: Check, context: DoctorContext) -> Outcome:
         )
     if result.status is Status.FAIL and not required:
         result = CheckResult(Status.WARN, result.message, result.fix, result.details)
+    log.debug("check {}: {} (required: {})", check.name, result.status, required)
     return Outcome(check, result, required)
 
 

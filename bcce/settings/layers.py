@@ -169,13 +169,17 @@ class LayerStack:
                 raise ConfigError(
                     "empty key segment in environment variable",
                     key=name,
-                    hint="use BCCE_SECTION__KEY, e.g. BCCE_STORAGE__BACKEND=s3",
+                    hint="use BCCE_SECTION__KEY, e.g. BCCE_CORE__LOG_LEVEL=DEBUG",
                 )
             path: PathKey = tuple(parts)
-            _set_path(data, path, decode_value(self.environ[name]), source=name)
+            value = decode_value(self.environ[name])
+            _set_path(data, path, value, source=name)
             for depth in range(1, len(path) + 1):
                 origins.setdefault(path[:depth], Origin("env", name))
             origins[path] = Origin("env", name)
+            if isinstance(value, Mapping):  # a JSON object: each key inside came from here too
+                for inner in _all_paths(value, path):
+                    origins[inner] = Origin("env", name)
         return Layer("env", "environment", data, origins)
 
     def _ssm_layer(self, layers: Sequence[Layer]) -> Layer | None:
@@ -341,8 +345,13 @@ def _all_paths(data: Mapping[str, Any], prefix: PathKey = ()) -> Iterator[PathKe
 
 
 def decode_value(raw: str) -> Any:
-    """Environment and parameter values are text; lists and mappings are written as JSON."""
+    """Environment and parameter values are text; lists and mappings are written as JSON.
+
+    ``null`` means "no value" (None), so a variable can clear a setting a lower layer made.
+    """
     stripped = raw.strip()
+    if stripped == "null":
+        return None
     if stripped[:1] in ("[", "{"):
         try:
             return json.loads(stripped)

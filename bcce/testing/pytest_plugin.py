@@ -1,1 +1,172 @@
-"""pytest plugin (pytest11 entry point): fixtures for bcce users and plugin authors."""
+"""pytest plugin (pytest11 entry point ``bcce``): fixtures for bcce users and plugin authors.
+
+    bcce_layer_options  LayerOptions that read nothing from the process (no BCCE_* variables,
+                        no ./bcce.yaml, no user config file)
+    bcce_settings       BcceSettings loaded from those options, storage under tmp_path
+    bcce_make_app       build an Application from those options (and overrides); shut down after
+    bcce_app            an Application built by bcce_make_app()
+    bcce_cli            run the ``bcce`` command line against a test application
+    moto_server         a moto server on 127.0.0.1 for the whole session
+    aws_env             dummy AWS credentials and region, no profile, fresh moto state
+
+This module loads in every pytest session of every project with bcce installed, so it imports
+nothing from bcce (or moto, boto3, click) until a fixture runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from click.testing import Result
+
+    from bcce.containers.application import Application
+    from bcce.settings.layers import LayerOptions
+    from bcce.settings.model import BcceSettings
+    from bcce.testing.aws import MotoServer
+
+#: Environment variables that would let a test reach real AWS or a developer's profile.
+_AWS_LEAKS = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_ENDPOINT_URL",
+)
+
+
+def _with_tmp_storage(options: LayerOptions, tmp_path: Path) -> LayerOptions:
+    """``options`` plus ``storage.root`` under ``tmp_path`` as the lowest plugin-defaults layer.
+
+    So every real configuration layer (a test's YAML file, env variable...) still wins.
+    """
+    from dataclasses import replace
+
+    from bcce.settings.layers import PluginDefaults
+
+    runs = PluginDefaults("bcce.testing", {"storage": {"root": str(tmp_path / ".bcce_runs")}})
+    return replace(options, plugin_defaults=[*options.plugin_defaults, runs])
+
+
+@pytest.fixture
+def bcce_layer_options(tmp_path: Path) -> LayerOptions:
+    """Settings layer options isolated from the process.
+
+    ``environ`` is an empty dict (add ``BCCE_*`` entries to it before building settings), the
+    working directory is ``tmp_path`` and the user config file does not exist.
+    """
+    from bcce.settings.layers import LayerOptions
+
+    return LayerOptions(
+        environ={},
+        cwd=tmp_path,
+        user_config_file=tmp_path / "no-user-config.yaml",
+    )
+
+
+@pytest.fixture
+def bcce_settings(bcce_layer_options: LayerOptions, tmp_path: Path) -> BcceSettings:
+    """Settings from ``bcce_layer_options``, ``storage.root`` defaulting to under ``tmp_path``."""
+    from bcce.settings.layers import load_settings
+
+    return load_settings(_with_tmp_storage(bcce_layer_options, tmp_path))
+
+
+@pytest.fixture
+def bcce_make_app(
+    bcce_layer_options: LayerOptions, tmp_path: Path
+) -> Iterator[Callable[..., Application]]:
+    """A factory: ``bcce_make_app(settings=None, options=None, **overrides) -> Application``.
+
+    Layers come from ``options`` (default: ``bcce_layer_options``) unless ``settings`` are given;
+    ``storage.root`` defaults to a directory under ``tmp_path`` (below every configuration
+    layer). Every application built is shut down (resources closed, singletons reset) when the
+    test ends.
+    """
+    from bcce.application import create_application
+
+    built: list[Application] = []
+
+    def make(
+        settings: BcceSettings | None = None,
+        *,
+        options: LayerOptions | None = None,
+        **overrides: Any,
+    ) -> Application:
+        if settings is None:
+            layers = _with_tmp_storage(options or bcce_layer_options, tmp_path)
+            app = create_application(options=layers, **overrides)
+        else:
+            app = create_application(settings, **overrides)
+        built.append(app)
+        return app
+
+    yield make
+    for app in reversed(built):
+        app.shutdown_resources()
+        app.reset_singletons()
+
+
+@pytest.fixture
+def bcce_app(bcce_make_app: Callable[..., Application]) -> Application:
+    """An application built from isolated layers, ``storage.root`` under ``tmp_path``."""
+    return bcce_make_app()
+
+
+@pytest.fixture
+def bcce_cli(request: pytest.FixtureRequest) -> Callable[..., Result]:
+    """Run ``bcce ARGS`` in process: ``bcce_cli(["config", "show"], app=None, **invoke_kwargs)``.
+
+    The command line uses ``app`` (default: the ``bcce_app`` fixture) instead of building its
+    own, exactly as ``CliRunner().invoke(cli, args, obj=app)``. Returns Click's ``Result``
+    (``exit_code``, ``stdout``, ``stderr``, ``output``).
+    """
+    from click.testing import CliRunner
+
+    from bcce.cli.main import cli
+
+    def invoke(args: Sequence[str], *, app: Application | None = None, **kwargs: Any) -> Result:
+        target = app if app is not None else request.getfixturevalue("bcce_app")
+        return CliRunner().invoke(cli, list(args), obj=target, **kwargs)
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """A moto server on 127.0.0.1 (a free port), started once per session."""
+    from bcce.testing.aws import MotoServer
+
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_server: MotoServer) -> MotoServer:
+    """Dummy credentials and ``us-east-1`` in the environment, no profile, fresh moto state.
+
+    Returns the session's moto server: point clients at ``aws_env.url``.
+    """
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    for name in _AWS_LEAKS:
+        monkeypatch.delenv(name, raising=False)
+    missing = tmp_path / "aws-missing"
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(missing / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(missing / "credentials"))
+    # Without credentials botocore would ask the EC2 metadata service, off this machine.
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    moto_server.reset()
+    return moto_server

@@ -32,7 +32,8 @@ for i in $(seq 1 "$n"); do
   start=$EPOCHREALTIME
   /bin/bash -c /bin/true >"$step/output.txt" 2>"$step/error.txt"
   rc=$?
-  printf '{"exit_code": %d, "started": %s, "finished": %s}\n' "$rc" "$start" "$EPOCHREALTIME" >"$step/metrics.json"
+  printf '{"exit_code": %d, "started": %s, "finished": %s}\n' \
+    "$rc" "$start" "$EPOCHREALTIME" >"$step/metrics.json"
 done
 """
 
@@ -91,7 +92,7 @@ def main() -> int:
 
         contenders = {"bash script": bash, "bcce (in process)": in_process, "bcce (CLI)": cli}
         times: dict[str, list[float]] = {name: [] for name in contenders}
-        for name, call in contenders.items():  # warm-up
+        for call in contenders.values():  # warm-up
             call()
         for _ in range(args.repeat):
             for name, call in contenders.items():
@@ -111,9 +112,8 @@ def main() -> int:
         if args.json:
             print(json.dumps({**meta, "results": report}, indent=2))
         else:
-            print(
-                f"{args.steps} steps, {args.repeat} runs each, fsync={'off' if args.no_fsync else 'on'}"
-            )
+            fsync = "off" if args.no_fsync else "on"
+            print(f"{args.steps} steps, {args.repeat} runs each, fsync={fsync}")
             for name, row in report.items():
                 print(
                     f"  {name:<18} median {row['median_s'] * 1000:8.1f} ms   "

@@ -7,16 +7,18 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bcce.workflow.schema import (
     SCHEMA_RESOURCE,
     SchemaIssue,
+    is_valid,
     load_schema,
     schema_errors,
     validator,
 )
+from bcce.workflow.schema.compiler import compile_predicate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "schema"
 V1_CORPUS = sorted(FIXTURES.glob("v1_*.yml"))
@@ -685,3 +687,205 @@ def test_any_document_gets_issues_instead_of_an_exception(document: Any) -> None
     issues = schema_errors(document)
     assert (issues == []) == validator().is_valid(document)
     assert all(isinstance(i.message, str) and i.message for i in issues)
+
+
+# --- the fast path: is_valid decides, jsonschema explains ----------------------------------------
+
+
+def _trivial_steps(count: int) -> dict[str, Any]:
+    return workflow(*({"id": f"s{i}", "type": "cmd", "command": "/bin/true"} for i in range(count)))
+
+
+def test_two_hundred_step_workflow_has_no_issues() -> None:
+    assert schema_errors(_trivial_steps(200)) == []
+
+
+def test_shipped_schema_compiles_to_a_fast_predicate() -> None:
+    # Without this the fallback (jsonschema's own is_valid) would hide a lost fast path.
+    assert compile_predicate(load_schema(), validator())(_trivial_steps(3)) is True
+
+
+def test_is_valid_rejects_what_schema_errors_reports() -> None:
+    document = workflow(cmd(comand="ls"))
+    assert is_valid(document) is False
+    assert issue_at(schema_errors(document), "steps", 0, "comand")
+
+
+COMMON_KEYS = (
+    "id",
+    "type",
+    "name",
+    "description",
+    "needs",
+    "if",
+    "timeout_seconds",
+    "on_error",
+    "retry",
+    "outputs",
+    "max_budget_usd",
+)
+V1_KEYS = ("prompt_file", "command", "approve", "available_tools", "policy", "inputs")
+KEYS_OF_TYPE: dict[str, tuple[str, ...]] = {
+    "prompt": (*COMMON_KEYS, *V1_KEYS, "prompt", "model"),
+    "agent": (*COMMON_KEYS, *V1_KEYS, "prompt", "model"),
+    "cmd": (*COMMON_KEYS, *V1_KEYS),
+    "apply_diff": (*COMMON_KEYS, *V1_KEYS),
+    "custom": (*COMMON_KEYS, *V1_KEYS, "model", "handler", "config"),
+    "composite": (*COMMON_KEYS, "steps", "failure_strategy"),
+    "parallel": (*COMMON_KEYS, "steps", "failure_strategy", "max_parallel"),
+    "conditional": (*COMMON_KEYS, "condition", "then", "else"),
+}
+ALL_STEP_KEYS = tuple(dict.fromkeys(k for keys in KEYS_OF_TYPE.values() for k in keys))
+PLUGIN_TYPES = ("acme:lint", "my-org:code_scan")
+BAD_TYPES: tuple[object, ...] = ("foo", "Acme:lint", "acme:", "agnet", "", 3, None, ["cmd"])
+
+
+def _near(valid: st.SearchStrategy[Any], *invalid: object) -> st.SearchStrategy[Any]:
+    """A key's valid values, or (one time in ten) one of the values that break it."""
+    if not invalid:
+        return valid
+    broken = st.sampled_from(invalid)
+    return st.sampled_from(range(10)).flatmap(lambda n: broken if n == 9 else valid)
+
+
+_name = _text.filter(bool)
+_range = st.integers
+_list_of_ids = st.lists(_v1_ids, max_size=3, unique=True)
+_retry = st.fixed_dictionaries(
+    {},
+    optional={
+        "max_attempts": _range(1, 100),
+        "backoff_seconds": st.floats(0, 60) | _range(0, 60),
+        "max_backoff_seconds": st.floats(0, 600),
+        "jitter": st.booleans(),
+    },
+)
+_policy = st.fixed_dictionaries(
+    {},
+    optional={
+        "timeout_seconds": _range(1, 86400) | st.just(60.0),
+        "max_files": _range(0, 100000),
+        "max_edits": _range(0, 100000),
+        "allowed_paths": st.lists(_text, max_size=2),
+        "cmd_allowlist": st.lists(_text, max_size=2),
+    },
+)
+_handler = st.from_regex(
+    r"[a-z_][a-z0-9_]{0,5}(\.[a-z_]{1,4})?:[A-Za-z_][a-z0-9_]{0,5}", fullmatch=True
+)
+VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "id": _near(_v1_ids, "Bad", "", "a-b", 3),
+    "name": _near(_name, "", 5),
+    "description": _near(_text, 1),
+    "needs": _near(_v1_ids | _list_of_ids, 5, ["a", "a"], ["Bad"], "Bad"),
+    "if": _near(_name, "", True),
+    "timeout_seconds": _near(_range(1, 86400), 0, 86401, True, "60", 1.5, 60.0),
+    "on_error": _near(st.sampled_from(["fail", "continue", "retry"]), "abort", None),
+    "retry": _near(_retry, {"attempts": 3}, {"max_attempts": 0}, {"jitter": 1}, []),
+    "outputs": _near(st.dictionaries(_v1_ids, _text, max_size=2), {"Bad-Name": "x"}, {"n": 3}, "x"),
+    "max_budget_usd": _near(st.floats(0.01, 100) | _range(1, 100), 0, -1, "1", False),
+    "prompt_file": _near(_text, 3, None),
+    "prompt": _near(_name, "", 3),
+    "command": _near(_text, 3, ["ls"]),
+    "approve": _near(st.booleans(), "yes", 1),
+    "available_tools": _near(
+        st.lists(
+            st.sampled_from(["ReadFile", "Search", "Diff", "Apply", "Cmd", "Bash", "WriteFile"])
+        ),
+        ["Shell"],
+        "ReadFile",
+    ),
+    "policy": _near(_policy, {"cmd_allow_list": []}, {"max_files": -1}, {"max_edits": 1.5}, "x"),
+    "inputs": _near(_v1_inputs, {"file_size_limit_kb": 0}, {"paths": "x"}, []),
+    "model": _near(_name, "", 1),
+    "handler": _near(_handler, "scripts/run.py", "mod:", 1),
+    "config": _near(st.dictionaries(_text, _json, max_size=2), [], "x"),
+    "failure_strategy": _near(st.sampled_from(["abort", "continue"]), "ignore"),
+    "max_parallel": _near(_range(1, 8), 0, 2.5, "2"),
+    "condition": _near(_name, "", 1),
+}
+REQUIRED_OF_TYPE: dict[str, tuple[str, ...]] = {
+    "cmd": ("command",),
+    "custom": ("handler",),
+    "composite": ("steps",),
+    "parallel": ("steps",),
+    "conditional": ("condition", "then"),
+}
+
+
+@st.composite
+def _any_step(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
+    """A step of any type: mostly valid, sometimes broken the ways users break steps."""
+    kind = draw(st.sampled_from([*KEYS_OF_TYPE, *KEYS_OF_TYPE, *PLUGIN_TYPES, "bad"]))
+    step_type = draw(st.sampled_from(BAD_TYPES)) if kind == "bad" else kind
+    allowed = KEYS_OF_TYPE.get(kind, ALL_STEP_KEYS)
+    values = {**VALUES, **_child_lists(depth)}
+    step: dict[str, Any] = {"id": draw(_v1_ids), "type": step_type}
+    if kind in ("prompt", "agent"):
+        source = draw(
+            st.sampled_from(["prompt", "prompt_file", "policy"][: 3 if kind == "agent" else 2])
+        )
+        step[source] = draw(_name if source == "prompt_file" else values[source])
+    for key in REQUIRED_OF_TYPE.get(kind, ()):
+        step[key] = draw(values[key])
+    optional = [k for k in allowed if k not in ("id", "type", "steps", "then", "else") or depth < 2]
+    for key in draw(st.lists(st.sampled_from(optional), max_size=3, unique=True)):
+        if key not in ("id", "type"):
+            step[key] = draw(values[key])
+    if kind in PLUGIN_TYPES:
+        step.update(draw(st.dictionaries(_known_words | _text, _json, max_size=2)))
+    for _ in range(draw(st.sampled_from([0] * 8 + [1, 2]))):
+        mutation = draw(st.sampled_from(["drop", "foreign", "unknown", "retype"]))
+        if mutation == "drop" and step:
+            del step[draw(st.sampled_from(sorted(step)))]
+        elif mutation == "foreign":
+            key = draw(st.sampled_from([k for k in ALL_STEP_KEYS if k not in allowed] or ["then"]))
+            step[key] = draw(values[key])
+        elif mutation == "unknown":
+            step[draw(_known_words | _text)] = draw(_json)
+        elif step:
+            step[draw(st.sampled_from(sorted(step)))] = draw(_json)
+    return step
+
+
+def _child_lists(depth: int) -> dict[str, st.SearchStrategy[Any]]:
+    children = st.lists(_any_step(depth + 1), min_size=1, max_size=2)
+    bad = ([], "x", [3])
+    return {key: _near(children, *bad) for key in ("steps", "then", "else")}
+
+
+_any_workflow = st.fixed_dictionaries(
+    {
+        "version": _near(st.just(1), 1.0, True, 2, "1"),
+        "workflow": _near(_name, "", 3),
+        "steps": _near(st.lists(_any_step(), min_size=1, max_size=4), [], "x"),
+    },
+    optional={
+        "description": _near(_text, 1),
+        "model": _near(_name, ""),
+        "guardrails": _near(st.lists(_text, max_size=2), "pii", [1]),
+        "env": _near(_v1_env, {"max_runtime_seconds": 0}, {"seed": "x"}, []),
+        "max_budget_usd": _near(st.floats(0.01, 10), 0, "x"),
+    },
+).flatmap(lambda document: _near(st.just(document), {**document, "stpes": []}))
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_any_workflow | _v1_workflow | _fuzz_steps | _fuzz)
+def test_fast_validity_agrees_with_the_full_validator(document: Any) -> None:
+    expected = validator().is_valid(document)
+    event("valid" if expected else "invalid")
+    assert is_valid(document) == expected
+
+
+def test_workflow_generator_yields_valid_and_invalid_documents() -> None:
+    # The agreement test proves little if one side is (nearly) never drawn.
+    verdicts: list[bool] = []
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(_any_workflow)
+    def draw(document: dict[str, Any]) -> None:
+        verdicts.append(validator().is_valid(document))
+
+    draw()
+    assert 0.15 < sum(verdicts) / len(verdicts) < 0.85

@@ -4,6 +4,10 @@ The schema is the package resource ``workflow-v1.json``, a superset of the origi
 schema. :func:`schema_errors` turns jsonschema's errors into :class:`SchemaIssue` values: a path
 into the document (which the loader maps to ``file:line:col``), a message and an optional hint,
 the most relevant issue first and the rest in document order.
+
+Collecting and explaining errors is slow (about 0.7 ms a step), so validity is decided first by
+:func:`is_valid`, a predicate compiled from the same schema (:mod:`.compiler`); jsonschema runs
+only for a document that predicate rejects.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import difflib
 import functools
 import importlib.resources
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +28,8 @@ from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignor
     by_relevance,
 )
 from jsonschema.protocols import Validator  # type: ignore[import-untyped, unused-ignore]
+
+from bcce.workflow.schema.compiler import UnsupportedSchema, compile_predicate
 
 SCHEMA_RESOURCE = "workflow-v1.json"
 
@@ -86,12 +92,29 @@ def validator() -> Validator:
     return checker
 
 
+@functools.cache
+def _predicate() -> Callable[[object], bool]:
+    try:
+        return compile_predicate(_schema(), validator())
+    except UnsupportedSchema:
+        # A keyword the compiler lacks: stay correct, at jsonschema's speed.
+        full = validator()
+        return lambda document: bool(full.is_valid(document))
+
+
+def is_valid(document: object) -> bool:
+    """Whether ``document`` satisfies the schema: ``validator().is_valid``'s answer, much faster."""
+    return _predicate()(document)
+
+
 def schema_errors(document: object) -> list[SchemaIssue]:
     """Every way ``document`` breaks the schema, best match first, then in document order.
 
     An empty list means the document is valid. Uniqueness of step ids and references between
     steps are not checked here (JSON Schema cannot express them).
     """
+    if is_valid(document):
+        return []
     instance: Any = document  # any parsed YAML/JSON value; the validator reports what is wrong
     errors = list(validator().iter_errors(instance))
     if not errors:
@@ -352,4 +375,11 @@ def _show(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-__all__ = ["SCHEMA_RESOURCE", "SchemaIssue", "load_schema", "schema_errors", "validator"]
+__all__ = [
+    "SCHEMA_RESOURCE",
+    "SchemaIssue",
+    "is_valid",
+    "load_schema",
+    "schema_errors",
+    "validator",
+]

@@ -51,13 +51,17 @@ class PolicyEngine:
         return self.check_command(command, allowlist)
 
     def check_command(self, command: str, allowlist: Sequence[str]) -> CommandDecision:
-        from bcce.policy.commands import CommandAllowlist
+        """Decide ``command``; if allowed, ``command`` in the decision is what to execute: the
+        parsed words re-quoted, so the shell runs exactly what was checked."""
+        from bcce.policy.commands import CommandAllowlist, parse_command, render_commands
 
         decision = CommandAllowlist(allowlist).check(command)
+        if not decision.allowed:
+            return CommandDecision(False, decision.rule, decision.reason, decision.layer)
         return CommandDecision(
-            decision.allowed,
+            True,
             decision.rule,
             decision.reason,
             decision.layer,
-            command if decision.allowed else None,
+            render_commands(parse_command(command)),
         )

@@ -16,6 +16,7 @@ from bcce.policy.commands import (
     SimpleCommand,
     dangerous_options,
     parse_command,
+    render_commands,
     sed_script_problem,
     tool_name,
 )
@@ -24,14 +25,20 @@ from bcce.policy.decision import Decision
 # parse_command
 
 
+def test_rendered_commands_quote_every_word_and_keep_the_operators() -> None:
+    commands = parse_command("ls -la src && cat 'a b' | wc -l; echo x || echo \\$HOME")
+
+    assert render_commands(commands) == ("ls -la src && cat 'a b' | wc -l ; echo x || echo '$HOME'")
+
+
 def test_sub_commands_are_split_on_the_four_operators() -> None:
     commands = parse_command("ls -la src && cat 'a b' | wc -l; echo x || echo y")
 
     assert commands == [
-        SimpleCommand(("ls", "-la", "src"), "ls -la src"),
-        SimpleCommand(("cat", "a b"), "cat 'a b'"),
-        SimpleCommand(("wc", "-l"), "wc -l"),
-        SimpleCommand(("echo", "x"), "echo x"),
+        SimpleCommand(("ls", "-la", "src"), "ls -la src", "&&"),
+        SimpleCommand(("cat", "a b"), "cat 'a b'", "|"),
+        SimpleCommand(("wc", "-l"), "wc -l", ";"),
+        SimpleCommand(("echo", "x"), "echo x", "||"),
         SimpleCommand(("echo", "y"), "echo y"),
     ]
 

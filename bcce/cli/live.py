@@ -58,6 +58,8 @@ class LiveView:
             return
         symbol, colour, word = mark
         step = payload.get("step", "?")
+        if payload.get("name") and payload["name"] != step:
+            step = f"{step} ({payload['name']})"
         details = []
         if event.type == "step.started" and int(payload.get("attempt") or 1) > 1:
             details.append(f"attempt {payload['attempt']}")

@@ -35,6 +35,7 @@ class CmdExecutor:
                 error=f"command denied by policy ({decision.rule}): {decision.reason}",
             )
         outputs_file = context.artifacts / "outputs.env"
+        outputs_file.unlink(missing_ok=True)  # an earlier attempt's outputs are not this one's
         env = {**context.env, "BCCE_OUTPUT": str(outputs_file)}
         stream: Callable[[str, bytes], bytes] | None = None
         if context.echo is not None:
@@ -61,8 +62,8 @@ class CmdExecutor:
             tee=stream,
             cookie=context.cookie,
         )
-        if stream is None:
-            for name in ("output.txt", "error.txt"):
+        for name in ("output.txt", "error.txt", "outputs.env"):
+            if stream is None or name == "outputs.env":
                 _redact_file(context.artifacts / name, context)
         stdout = _read_capped(context.artifacts / "output.txt")
         outputs: dict[str, Any] = {
@@ -98,7 +99,7 @@ class CmdExecutor:
 
 
 def _redact_file(path: Path, context: StepContext) -> None:
-    if path.stat().st_size == 0:
+    if not path.is_file() or path.stat().st_size == 0:
         return
     data = path.read_bytes()
     clean = context.redactor.redact_bytes(data)

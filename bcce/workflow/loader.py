@@ -159,10 +159,10 @@ class _Loader:
                 max_backoff_seconds=float(spec.get("max_backoff_seconds", 60.0)),
                 jitter=bool(spec.get("jitter", True)),
             )
-        timeout = raw.get("timeout_seconds")
-        policy = raw.get("policy") or {}
-        if timeout is None and "timeout_seconds" in policy:
-            timeout = policy["timeout_seconds"]
+        # The step's own limit and its policy's: the lower one holds.
+        limits = [raw.get("timeout_seconds"), (raw.get("policy") or {}).get("timeout_seconds")]
+        given = [float(t) for t in limits if t is not None]
+        timeout = min(given) if given else None
         children: tuple[Step, ...] = ()
         else_children: tuple[Step, ...] = ()
         if step_type in ("composite", "parallel"):
@@ -183,8 +183,9 @@ class _Loader:
             location=path,
             needs=needs,
             explicit_needs="needs" in raw,
-            condition=raw.get("if") if step_type != "conditional" else raw.get("condition"),
-            timeout_seconds=float(timeout) if timeout is not None else None,
+            condition=raw.get("if"),
+            branch_condition=raw.get("condition"),
+            timeout_seconds=timeout,
             retry=retry,
             on_error=raw.get("on_error", "fail"),
             outputs=dict(raw.get("outputs") or {}),

@@ -32,7 +32,8 @@ class Step:
     location: tuple[str | int, ...]
     needs: tuple[str, ...] = ()
     explicit_needs: bool = False
-    condition: str | None = None
+    condition: str | None = None  # `if:`
+    branch_condition: str | None = None  # a conditional step's `condition:`
     timeout_seconds: float | None = None
     retry: RetryPolicy | None = None
     on_error: OnError = "fail"

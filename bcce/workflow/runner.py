@@ -199,6 +199,10 @@ class WorkflowRunner:
             for step_id, info in recorder.state.steps.items()
             if info.get("status") == "succeeded" and step_id not in rerun
         }
+        if workflow.digest != recorder.state.workflow.get("digest"):
+            recorder.record(
+                "run", None, workflow={**recorder.state.workflow, "digest": workflow.digest}
+            )
         recorder.state.order = order
         for step_id in order:
             recorder.state.steps.setdefault(step_id, {"status": "pending"})
@@ -223,7 +227,9 @@ class WorkflowRunner:
                     recorder.record("step", step_id, status="cancelled", finished_at=utcnow())
             recorder.record("run", None, status="cancelled", finished_at=utcnow())
             recorder.snapshot()
-            self._publish(run_id, "workflow.cancelled", {"processes_killed": killed})
+            event = self._publish(run_id, "workflow.cancelled", {"processes_killed": killed})
+            with (recorder.directory / "events.jsonl").open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(event.to_dict(), default=str) + "\n")
         finally:
             recorder.release()
         return f"run {run_id} cancelled"
@@ -271,32 +277,47 @@ class WorkflowRunner:
     def list_runs(self) -> list[RunState]:
         return self.store.list_runs()
 
-    def _publish(self, run_id: str, event_type: str, payload: Mapping[str, Any]) -> None:
+    def _publish(self, run_id: str, event_type: str, payload: Mapping[str, Any]) -> Event:
         clean = self.redactor.redact_data(dict(payload))
         assert isinstance(clean, dict)
-        self.bus.publish(Event(event_type, clean, run_id=run_id))
+        event = Event(event_type, clean, run_id=run_id)
+        self.bus.publish(event)
+        return event
 
 
 class _Scope:
     """Failure bookkeeping for one block, for ``success()``/``failure()`` of the steps in it."""
 
-    def __init__(self, parent: _Scope | None, *, counts_failures: bool = True) -> None:
+    def __init__(
+        self,
+        parent: _Scope | None,
+        *,
+        counts_failures: bool = True,
+        deadline: float | None = None,
+    ) -> None:
         self.parent = parent
         self.counts_failures = counts_failures
         self.failed = False
         self.stop = threading.Event()
+        self.deadline = deadline  # a control step's timeout bounds everything inside it
+
+    def earliest_deadline(self) -> float | None:
+        deadlines = []
+        scope: _Scope | None = self
+        while scope is not None:
+            if scope.deadline is not None:
+                deadlines.append(scope.deadline)
+            scope = scope.parent
+        return min(deadlines) if deadlines else None
 
     def record_failure(self) -> None:
         if self.counts_failures:
             self.failed = True
 
     def any_failed(self) -> bool:
-        scope: _Scope | None = self
-        while scope is not None:
-            if scope.failed:
-                return True
-            scope = scope.parent
-        return False
+        # Only this block's own failures: whoever started the block (perhaps `if: always()`
+        # after a failure) already decided it should run, so earlier failures don't skip it.
+        return self.failed
 
     def stopping(self) -> bool:
         scope: _Scope | None = self
@@ -333,6 +354,7 @@ class _Execution:
         self.workspace = Path(recorder.state.workspace)
         self.events_file = (recorder.directory / "events.jsonl").open("a", encoding="utf-8")
         self.denied = False
+        self.timed_out = False
         self._last_cancel_check = 0.0
 
     # -- the phases -------------------------------------------------------------------------
@@ -378,19 +400,31 @@ class _Execution:
 
     def _complete(self, top: _Scope, started: float) -> RunResult:
         steps = self.recorder.state.steps
-        failed = [s for s in self.recorder.state.order if steps[s].get("conclusion") == "failure"]
+        # The run fails when a top-level step concludes failure; nested failures count only
+        # through their parents (a composite with on_error: continue absorbs its children's).
+        top_failed = [
+            s.id for s in self.workflow.steps if steps[s.id].get("conclusion") == "failure"
+        ]
+        failed = [
+            s
+            for s in self.recorder.state.order
+            if steps[s].get("conclusion") == "failure"
+            and self.workflow.step(s).type not in CONTROL_TYPES
+        ] or top_failed
         awaiting = [
             s for s in self.recorder.state.order if steps[s].get("status") == "awaiting_approval"
         ]
         if self.cancelled.is_set():
             status, code = "cancelled", ExitCode.INTERRUPTED
-        elif failed or top.any_failed():
+        elif top_failed:
             status, code = "failed", ExitCode.POLICY_DENIED if self.denied else ExitCode.RUN_FAILED
         elif awaiting:
             status, code = "awaiting_approval", ExitCode.OK
         else:
             status, code = "succeeded", ExitCode.OK
-        error = f"failed steps: {', '.join(failed)}" if failed else None
+        error = f"failed steps: {', '.join(failed)}" if status == "failed" else None
+        if status == "failed" and self.timed_out and self.workflow.max_runtime_seconds:
+            error = f"max_runtime_seconds ({self.workflow.max_runtime_seconds}) exceeded; {error}"
         self.recorder.record("run", None, status=status, finished_at=utcnow(), error=error)
         self.recorder.snapshot()
         write_junit(self.recorder.directory / "junit.xml", self.workflow, self.recorder.state)
@@ -495,11 +529,21 @@ class _Execution:
         if self._stop_requested() or scope.stopping():
             self._skip_tree(step, "skipped: the run is stopping", status="cancelled")
             return
+        if self._out_of_time(scope):
+            self._skip_tree(
+                step, "not started: the time limit passed before it could start", status="cancelled"
+            )
+            scope.record_failure()
+            self.timed_out = True
+            return
         try:
             if not self._condition_holds(step, scope):
-                self._skip_tree(
-                    step, f"skipped: condition {step.condition or 'success()'} is false"
+                reason = (
+                    f"skipped: condition {step.condition} is false"
+                    if step.condition
+                    else "skipped: an earlier step failed"
                 )
+                self._skip_tree(step, reason)
                 return
         except BcceError as exc:
             self._finish(
@@ -511,8 +555,16 @@ class _Execution:
         else:
             self._run_leaf(step, scope)
 
+    def _deadline(self, scope: _Scope) -> float | None:
+        limits = [d for d in (self.deadline, scope.earliest_deadline()) if d is not None]
+        return min(limits) if limits else None
+
+    def _out_of_time(self, scope: _Scope) -> bool:
+        deadline = self._deadline(scope)
+        return deadline is not None and time.monotonic() >= deadline
+
     def _condition_holds(self, step: Step, scope: _Scope) -> bool:
-        if step.type == "conditional" or not step.condition:
+        if not step.condition:
             return self._status(scope) == "success"  # the implicit success()
         context = self._expression_context(scope)
         return parse(step.condition, roots=EXPRESSION_ROOTS).should_run(context)
@@ -537,7 +589,7 @@ class _Execution:
             }
         values: dict[str, object] = {
             "steps": steps,
-            "env": dict(self.workflow.env),
+            "env": self.workflow_env(),
             "vars": {**self.recorder.state.variables},
             "inputs": {},
             "run": {"id": self.run_id, "workflow": self.workflow.name},
@@ -562,7 +614,8 @@ class _Execution:
                     step.id, status="running", attempts=attempt, started_at=utcnow(), type=step.type
                 )
                 self.publish(
-                    "step.started", {"step": step.id, "type": step.type, "attempt": attempt}
+                    "step.started",
+                    {"step": step.id, "name": step.name, "type": step.type, "attempt": attempt},
                 )
                 result = self._execute(step, executor, attempt, artifacts, scope)
                 tries = attempt - first_attempt
@@ -594,7 +647,7 @@ class _Execution:
     def _execute(
         self, step: Step, executor: Any, attempt: int, artifacts: Path, scope: _Scope
     ) -> StepResult:
-        deadline = self.deadline
+        deadline = self._deadline(scope)
         if step.timeout_seconds:
             step_deadline = time.monotonic() + step.timeout_seconds
             deadline = step_deadline if deadline is None else min(deadline, step_deadline)
@@ -647,10 +700,14 @@ class _Execution:
             )
         return result
 
+    def workflow_env(self) -> dict[str, Any]:
+        """The workflow's ``env`` with ``--var`` values on top (they win, as in substitution)."""
+        return {**self.workflow.env, **self.recorder.state.variables}
+
     def _step_env(self, step: Step) -> dict[str, str]:
         allowed = set(self.settings.workflow.env_allowlist)
         env = {k: v for k, v in self.runner.environ.items() if k in allowed}
-        for key, value in self.workflow.env.items():
+        for key, value in self.workflow_env().items():
             if isinstance(value, str | int | float | bool) and key.isidentifier():
                 env[key] = str(value).lower() if isinstance(value, bool) else str(value)
         env.update(
@@ -746,12 +803,13 @@ class _Execution:
         self._record_step(step.id, status="running", started_at=utcnow(), type=step.type)
         self.publish("step.started", {"step": step.id, "type": step.type, "attempt": 1})
         abort = step.failure_strategy == "abort"
-        child = _Scope(scope, counts_failures=abort)
+        deadline = time.monotonic() + step.timeout_seconds if step.timeout_seconds else None
+        child = _Scope(scope, counts_failures=abort, deadline=deadline)
         failed = False
         if step.type == "conditional":
             try:
-                assert step.condition is not None
-                taken = parse(step.condition, roots=EXPRESSION_ROOTS).truthy(
+                assert step.branch_condition is not None
+                taken = parse(step.branch_condition, roots=EXPRESSION_ROOTS).truthy(
                     self._expression_context(scope)
                 )
             except BcceError as exc:
@@ -778,6 +836,8 @@ class _Execution:
             outputs = {}
         if self._stop_requested():
             result = StepResult("cancelled", outputs, error="cancelled")
+        elif deadline is not None and time.monotonic() >= deadline:
+            result = StepResult("timed_out", outputs, error="exceeded its timeout")
         elif failed or child.failed:
             result = StepResult("failed", outputs, error="a nested step failed")
         else:

@@ -155,7 +155,8 @@ class JsonRunStateStore:
     """Run state as ``run.json`` + ``journal.jsonl`` in ``<root>/<run_id>/``."""
 
     def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
-        self.root = Path(root)
+        # Absolute: steps get paths into the run directory (BCCE_OUTPUT) and run elsewhere.
+        self.root = Path(root).absolute()
         self.fsync = fsync
 
     def run_dir(self, run_id: str) -> Path:

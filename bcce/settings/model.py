@@ -108,8 +108,21 @@ class AgentSettings(Section):
     provider: Literal["bedrock", "anthropic", "scripted"] = "bedrock"
     cli_path: Path | None = None
     model: str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
-    base_url: str | None = None
-    api_key: SecretStr | None = None
+    base_url: str | None = Field(
+        default=None, description="a gateway or local endpoint instead of the provider's own"
+    )
+    api_key: SecretStr | None = Field(default=None, description="Anthropic API key (anthropic)")
+    bedrock_skip_auth: bool = Field(
+        default=False, description="with base_url: the gateway signs requests, Claude Code does not"
+    )
+    script: Path | None = Field(
+        default=None,
+        description="scripted provider: a reply script, or a directory of <step_id>.yaml scripts",
+    )
+    scripted_format: Literal["anthropic", "bedrock"] = Field(
+        default="anthropic", description="wire format the scripted model server is spoken in"
+    )
+    max_turns: int | None = Field(default=50, ge=1)
 
 
 class WorkflowSettings(Section):

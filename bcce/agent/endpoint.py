@@ -1,0 +1,159 @@
+"""Where an agent step's model calls go: Bedrock, the Anthropic API, or the scripted server.
+
+The result is the environment Claude Code needs for the chosen provider, plus the secrets in it
+(so they are redacted) and anything to stop when the step ends (the scripted server).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bcce.errors import AwsError, ConfigError
+
+if TYPE_CHECKING:
+    from bcce.settings.model import AgentSettings, AwsSettings
+
+#: Keep Claude Code from talking to anything but the model endpoint.
+QUIET = {
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+}
+
+
+@dataclass
+class ModelEndpoint:
+    provider: str
+    model: str
+    env: dict[str, str]
+    secrets: list[str] = field(default_factory=list)
+    url: str | None = None
+    close: Callable[[], None] = lambda: None
+
+
+def open_endpoint(
+    agent: AgentSettings,
+    aws: AwsSettings,
+    *,
+    model: str,
+    step_id: str,
+    placeholders: Mapping[str, str] | None = None,
+) -> ModelEndpoint:
+    """Prepare the provider ``agent.provider`` for one agent step."""
+    if agent.provider == "bedrock":
+        return _bedrock(agent, aws, model)
+    if agent.provider == "anthropic":
+        return _anthropic(agent, model)
+    return _scripted(agent, model, step_id, placeholders or {})
+
+
+def _bedrock(agent: AgentSettings, aws: AwsSettings, model: str) -> ModelEndpoint:
+    from bcce.aws.session import create_session
+
+    session = create_session(aws)
+    region = session.region_name
+    if not region:
+        raise ConfigError(
+            "agent steps on Bedrock need an AWS region",
+            key="aws.region",
+            hint="set aws.region (BCCE_AWS__REGION) or AWS_REGION",
+        )
+    env = {**QUIET, "CLAUDE_CODE_USE_BEDROCK": "1", "AWS_REGION": region, "ANTHROPIC_MODEL": model}
+    secrets: list[str] = []
+    if agent.base_url:
+        env["ANTHROPIC_BEDROCK_BASE_URL"] = agent.base_url
+    if agent.base_url and agent.bedrock_skip_auth:
+        env["CLAUDE_CODE_SKIP_BEDROCK_AUTH"] = "1"
+    else:
+        # Claude Code runs with a private HOME, so it gets the credentials themselves (from
+        # the profile/SSO session; short-lived where the source is) rather than config files.
+        credentials = session.get_credentials()
+        if credentials is None:
+            raise AwsError(
+                "no AWS credentials for Bedrock",
+                hint="sign in (`aws sso login --profile <profile>`) and set aws.profile",
+            )
+        frozen = credentials.get_frozen_credentials()
+        if not frozen.access_key or not frozen.secret_key:
+            raise AwsError("the AWS credentials are incomplete", hint="refresh your sign-in")
+        env["AWS_ACCESS_KEY_ID"] = frozen.access_key
+        env["AWS_SECRET_ACCESS_KEY"] = frozen.secret_key
+        secrets.append(frozen.secret_key)
+        if frozen.token:
+            env["AWS_SESSION_TOKEN"] = frozen.token
+            secrets.append(frozen.token)
+    return ModelEndpoint("bedrock", model, env, secrets, agent.base_url)
+
+
+def _anthropic(agent: AgentSettings, model: str) -> ModelEndpoint:
+    if agent.api_key is None:
+        raise ConfigError(
+            "the anthropic provider needs an API key",
+            key="agent.api_key",
+            hint="set BCCE_AGENT__API_KEY, or keep it in SSM Parameter Store as a SecureString",
+        )
+    key = agent.api_key.get_secret_value()
+    env = {
+        **QUIET,
+        "CLAUDE_CODE_USE_BEDROCK": "0",
+        "ANTHROPIC_API_KEY": key,
+        "ANTHROPIC_MODEL": model,
+    }
+    if agent.base_url:
+        env["ANTHROPIC_BASE_URL"] = agent.base_url
+    return ModelEndpoint("anthropic", model, env, [key], agent.base_url)
+
+
+def _scripted(
+    agent: AgentSettings, model: str, step_id: str, placeholders: Mapping[str, str]
+) -> ModelEndpoint:
+    from bcce.testing.model_server import ScriptedModelServer
+
+    script = script_for(agent.script, step_id)
+    server = ScriptedModelServer(script, placeholders=placeholders).start()
+    env: dict[str, Any]
+    if agent.scripted_format == "bedrock":
+        env = {
+            **QUIET,
+            "CLAUDE_CODE_USE_BEDROCK": "1",
+            "CLAUDE_CODE_SKIP_BEDROCK_AUTH": "1",
+            "AWS_REGION": "us-east-1",
+            "ANTHROPIC_BEDROCK_BASE_URL": server.url,
+            "ANTHROPIC_MODEL": model,
+        }
+    else:
+        env = {
+            **QUIET,
+            "CLAUDE_CODE_USE_BEDROCK": "0",
+            "ANTHROPIC_BASE_URL": server.url,
+            "ANTHROPIC_API_KEY": "scripted",
+            "ANTHROPIC_MODEL": model,
+        }
+    return ModelEndpoint("scripted", model, env, [], server.url, server.stop)
+
+
+def script_for(configured: Path | None, step_id: str) -> Path:
+    """The reply script for ``step_id``: the configured file, or ``<dir>/<step_id>.yaml``."""
+    if configured is None:
+        raise ConfigError(
+            "the scripted provider needs a reply script",
+            key="agent.script",
+            hint="set agent.script to a script file or a directory of <step_id>.yaml files",
+        )
+    if configured.is_dir():
+        for suffix in (".yaml", ".yml", ".json"):
+            candidate = configured / f"{step_id}{suffix}"
+            if candidate.is_file():
+                return candidate
+        raise ConfigError(
+            f"no reply script for step {step_id!r} in {configured}",
+            key="agent.script",
+            hint=f"add {configured / (step_id + '.yaml')}",
+        )
+    if not configured.is_file():
+        raise ConfigError(f"reply script {configured} not found", key="agent.script")
+    return configured

@@ -43,5 +43,6 @@ class LazyGroup(click.Group):
 LAZY_HELP: dict[str, str] = {
     "config": "Show and validate the layered configuration.",
     "doctor": "Check Python, configuration, AWS access and Claude Code.",
+    "models": "List Claude models on Amazon Bedrock and recommend one.",
     "workflow": "Validate, run, resume and inspect workflows.",
 }

@@ -17,6 +17,7 @@ LOG_LEVELS = ["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL
 SUBCOMMANDS = {
     "config": "bcce.cli.config:config",
     "doctor": "bcce.cli.doctor:doctor",
+    "models": "bcce.cli.models:models",
     "workflow": "bcce.cli.workflow:workflow",
 }
 

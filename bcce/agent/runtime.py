@@ -10,11 +10,16 @@ import importlib.util
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bcce.errors import BcceError
+
+if TYPE_CHECKING:
+    from bcce.agent.session import AgentResult
+    from bcce.policy.tools import ToolSet
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,28 @@ class AgentRuntime(Protocol):
 
     def locate(self) -> CliInfo:
         """Find the agent program and its version; raise :class:`BcceError` saying how to fix it."""
+        ...
+
+    def run(
+        self,
+        *,
+        prompt: str,
+        system_append: str,
+        workspace: Path,
+        home: Path,
+        env: Mapping[str, str],
+        tools: ToolSet,
+        hooks: Mapping[Any, Any] | None,
+        cookie: str,
+        model: str | None,
+        max_turns: int | None,
+        deadline: float | None,
+        should_stop: Callable[[], bool],
+        on_message: Callable[[dict[str, Any]], None],
+        sandbox_prefix: Sequence[str],
+        launcher_dir: Path,
+    ) -> AgentResult:
+        """Run one agent session in ``workspace`` until it ends, times out or is stopped."""
         ...
 
 
@@ -77,6 +104,48 @@ class ClaudeCodeRuntime:
             "Claude Code CLI not found",
             hint="pip install claude-agent-sdk (it bundles the CLI), or set agent.cli_path",
         )
+
+    def run(
+        self,
+        *,
+        prompt: str,
+        system_append: str,
+        workspace: Path,
+        home: Path,
+        env: Mapping[str, str],
+        tools: ToolSet,
+        hooks: Mapping[Any, Any] | None,
+        cookie: str,
+        model: str | None,
+        max_turns: int | None,
+        deadline: float | None,
+        should_stop: Callable[[], bool],
+        on_message: Callable[[dict[str, Any]], None],
+        sandbox_prefix: Sequence[str],
+        launcher_dir: Path,
+    ) -> AgentResult:
+        from bcce.agent.session import AgentRequest, run_session
+
+        cli, _source = self._find()
+        request = AgentRequest(
+            prompt=prompt,
+            workspace=workspace,
+            home=home,
+            cli=cli,
+            env=env,
+            tools=list(tools.allowed),
+            disallowed_tools=list(tools.disallowed),
+            hooks=hooks,
+            cookie=cookie,
+            system_append=system_append,
+            model=model,
+            max_turns=max_turns,
+            deadline=deadline,
+            should_stop=should_stop,
+            on_message=on_message,
+            sandbox_prefix=sandbox_prefix,
+        )
+        return run_session(request, launcher_dir)
 
     def locate(self) -> CliInfo:
         path, source = self._find()

@@ -45,7 +45,7 @@ class AgentRequest:
     env: Mapping[str, str]
     tools: Sequence[str]
     disallowed_tools: Sequence[str]
-    hooks: Mapping[str, Any] | None
+    hooks: Mapping[Any, Any] | None
     cookie: str
     system_append: str = ""
     model: str | None = None
@@ -110,7 +110,7 @@ async def _run(request: AgentRequest, launcher: Path) -> AgentResult:
         tools=list(request.tools),
         allowed_tools=[],
         disallowed_tools=list(request.disallowed_tools),
-        hooks=dict(request.hooks) if request.hooks else None,  # type: ignore[arg-type]
+        hooks=dict(request.hooks) if request.hooks else None,
         permission_mode="default",
         setting_sources=[],  # no user or project settings can loosen the step
         system_prompt={"type": "preset", "preset": "claude_code", "append": request.system_append},

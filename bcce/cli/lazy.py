@@ -45,4 +45,5 @@ LAZY_HELP: dict[str, str] = {
     "doctor": "Check Python, configuration, AWS access and Claude Code.",
     "models": "List Claude models on Amazon Bedrock and recommend one.",
     "workflow": "Validate, run, resume and inspect workflows.",
+    "policy": "Check commands and paths against a step policy.",
 }

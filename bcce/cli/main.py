@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "doctor": "bcce.cli.doctor:doctor",
     "models": "bcce.cli.models:models",
     "workflow": "bcce.cli.workflow:workflow",
+    "policy": "bcce.cli.policy:policy",
 }
 
 

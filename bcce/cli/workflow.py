@@ -16,6 +16,7 @@ from bcce.cli.output import echo_json
 from bcce.errors import BcceError, ExitCode
 
 if TYPE_CHECKING:
+    from bcce.steps.approval import Approval, ApprovalRequest
     from bcce.workflow.runner import RunOptions, RunResult, WorkflowRunner
 
 
@@ -88,6 +89,8 @@ def validate(files: tuple[Path, ...], variables: tuple[str, ...], as_json: bool)
     help="Directory the steps work in (default: the current directory).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--approve", is_flag=True, help="Approve the changes apply_diff steps would apply.")
+@click.option("--reject", is_flag=True, help="Reject the changes apply_diff steps would apply.")
 def run(
     file: Path,
     dry_run: bool,
@@ -95,6 +98,8 @@ def run(
     run_id: str | None,
     workspace: Path | None,
     as_json: bool,
+    approve: bool,
+    reject: bool,
 ) -> None:
     """Run a workflow."""
     from bcce.workflow.runner import RunOptions
@@ -107,6 +112,7 @@ def run(
         return
     run_id = run_id or app.core.ids().run_id()
     options = RunOptions(variables=parsed, run_id=run_id, workspace=workspace)
+    _approvals(options, approve, reject, as_json)
     result = _drive(runner, run_id, as_json, options, lambda: runner.run(file, options))
     sys.exit(result.exit_code)
 
@@ -116,12 +122,17 @@ def run(
 @click.option("--from-step", help="Re-run this step and everything after it.")
 @click.option("--force", is_flag=True, help="Resume even though the workflow file changed.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def resume(run_id: str, from_step: str | None, force: bool, as_json: bool) -> None:
+@click.option("--approve", is_flag=True, help="Approve the changes apply_diff steps would apply.")
+@click.option("--reject", is_flag=True, help="Reject the changes apply_diff steps would apply.")
+def resume(
+    run_id: str, from_step: str | None, force: bool, as_json: bool, approve: bool, reject: bool
+) -> None:
     """Continue a run: finished steps are kept, the rest run."""
     from bcce.workflow.runner import RunOptions
 
     runner = get_app().workflow.runner()
     options = RunOptions()
+    _approvals(options, approve, reject, as_json)
     result = _drive(
         runner,
         run_id,
@@ -199,6 +210,36 @@ def diagram(file: Path, fmt: str, variables: tuple[str, ...]) -> None:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _approvals(options: RunOptions, approve: bool, reject: bool, as_json: bool) -> None:
+    """``--approve``/``--reject``, else a person at the terminal when there is one."""
+    from bcce.steps.approval import Approval, Verdict
+
+    if approve and reject:
+        raise click.UsageError("--approve and --reject exclude each other")
+    user = get_app().auth.authenticator().authenticate().user
+    if approve or reject:
+        verdict = Verdict.APPROVED if approve else Verdict.REJECTED
+        options.approval = Approval(verdict, user, "command line")
+    elif not as_json and sys.stdin.isatty() and sys.stdout.isatty():
+        options.approver = _terminal_approver(user)
+
+
+def _terminal_approver(user: str) -> Callable[[ApprovalRequest], Approval]:
+    from bcce.steps.approval import Approval, Verdict
+
+    def ask(request: ApprovalRequest) -> Approval:
+        click.echo(
+            click.style(f"\n{request.step_id}: changes to {len(request.files)} file(s)", bold=True)
+        )
+        for line in request.diff.splitlines():
+            colour = "green" if line.startswith("+") else "red" if line.startswith("-") else None
+            click.echo(click.style(line, fg=colour))
+        approved = click.confirm("Apply these changes to your workspace?", default=False)
+        return Approval(Verdict.APPROVED if approved else Verdict.REJECTED, user, "terminal")
+
+    return ask
+
+
 def _show_plan(
     runner: WorkflowRunner, file: Path, variables: dict[str, str], as_json: bool
 ) -> None:

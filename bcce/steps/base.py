@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from bcce.core.redaction import Redactor
     from bcce.policy.engine import PolicyEngine
     from bcce.settings.model import BcceSettings
+    from bcce.steps.approval import Approval, ApprovalGate, Approver
     from bcce.workflow.model import Step, Workflow
 
 ResultStatus = Literal["succeeded", "failed", "timed_out", "cancelled", "awaiting_approval"]
@@ -36,6 +37,10 @@ class StepContext:
     settings: BcceSettings
     echo: Callable[[str, bytes], None] | None = None
     cookie: str = ""
+    step_states: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    approval: Approval | None = None  # given on the command line (--approve / --reject)
+    approver: Approver | None = None  # asks a person at the terminal
+    approval_gates: Sequence[ApprovalGate] = ()
 
 
 @dataclass

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from bcce.steps.agent import AgentExecutor, PromptExecutor
+from bcce.steps.apply_diff import ApplyDiffExecutor
 from bcce.steps.base import UnavailableExecutor
 from bcce.steps.cmd import CmdExecutor
 from bcce.workflow.model import CONTROL_TYPES
 from bcce.workflow.registry import StepType
-
-_AGENT_PENDING = "the Claude Code agent runtime is not part of this build yet"
 
 
 class _ControlStep:
@@ -21,18 +21,16 @@ def builtin_step_types() -> list[StepType]:
     types = [
         StepType("cmd", CmdExecutor, description="a shell command in the workspace"),
         StepType(
-            "agent",
-            lambda: UnavailableExecutor("agent", _AGENT_PENDING),
-            description="Claude Code with tools, under the step's policy",
+            "agent", AgentExecutor, description="Claude Code with tools, under the step's policy"
         ),
         StepType(
             "prompt",
-            lambda: UnavailableExecutor("prompt", _AGENT_PENDING),
-            description="a read-only Claude Code run whose answer is the output",
+            PromptExecutor,
+            description="a read-only Claude Code run; its answer is the output",
         ),
         StepType(
             "apply_diff",
-            lambda: UnavailableExecutor("apply_diff", _AGENT_PENDING),
+            ApplyDiffExecutor,
             description="apply earlier agent steps' changes after approval",
         ),
         StepType(

@@ -16,7 +16,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from bcce.core.redaction import Redactor
     from bcce.policy.engine import PolicyEngine
     from bcce.settings.model import BcceSettings
+    from bcce.steps.approval import Approval, ApprovalGate, Approver
     from bcce.storage.backend import StorageBackend
 
 log = get_logger("workflow")
@@ -78,6 +79,8 @@ class RunOptions:
     run_id: str | None = None
     workspace: Path | None = None
     echo: Callable[[str, str, bytes], None] | None = None  # (step id, stream, data)
+    approval: Approval | None = None  # --approve / --reject
+    approver: Approver | None = None  # a person at the terminal
 
 
 class WorkflowRunner:
@@ -94,6 +97,7 @@ class WorkflowRunner:
         policy: PolicyEngine,
         settings: BcceSettings,
         storage: StorageBackend | None = None,
+        approval_gates: Sequence[ApprovalGate] = (),
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.registry = registry
@@ -104,6 +108,7 @@ class WorkflowRunner:
         self.policy = policy
         self.settings = settings
         self.environ = dict(os.environ if environ is None else environ)
+        self.approval_gates = list(approval_gates)
         self.artifacts = ArtifactPublisher(storage, store.root) if storage is not None else None
 
     # -- loading ---------------------------------------------------------------------------
@@ -684,6 +689,10 @@ class _Execution:
             settings=self.settings,
             echo=echo,
             cookie=f"{self.run_id}:{step.id}:{attempt}",
+            step_states=self.recorder.state.steps,
+            approval=self.options.approval,
+            approver=self.options.approver,
+            approval_gates=self.runner.approval_gates,
         )
         try:
             result: StepResult = executor.execute(context)

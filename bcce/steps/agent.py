@@ -1,0 +1,358 @@
+"""``agent`` and ``prompt`` steps: the real Claude Code, under the step's policy, in isolation.
+
+Layers, each stopping on its own what it covers (docs/security-model.md):
+1. the tool set (only the tools ``available_tools`` maps to are offered),
+2. the PreToolUse hook (paths, commands, budgets; failing closed),
+3. isolation (a throwaway copy of the workspace; a sandbox for subprocesses where available),
+4. the post-run audit of the change set (a violation fails the step and discards the changes),
+5. the timeout (the whole process tree is killed).
+Changes never reach the user's tree here: they are kept as ``changes.patch`` for ``apply_diff``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bcce.errors import PolicyDenied
+from bcce.steps.base import StepContext, StepResult
+
+if TYPE_CHECKING:
+    from bcce.agent.session import AgentResult
+    from bcce.settings.model import StepPolicySettings
+
+DEFAULT_AGENT_TOOLS = ("ReadFile", "Search", "Diff", "Apply", "WriteFile")
+DEFAULT_FILE_SIZE_LIMIT_KB = 256
+
+
+def effective_policy(context: StepContext) -> StepPolicySettings:
+    """The step's policy, keys it leaves out taken from the configured default policy."""
+    from bcce.settings.model import StepPolicySettings
+
+    default = context.policy.default_step_policy()
+    declared = context.step.raw.get("policy") or {}
+    merged = {**default.model_dump(), **{k: v for k, v in declared.items() if v is not None}}
+    if merged.get("cmd_allowlist") is None and context.policy.settings.cmd_allowlist is not None:
+        merged["cmd_allowlist"] = list(context.policy.settings.cmd_allowlist)
+    return StepPolicySettings.model_validate(merged)
+
+
+def build_prompt(context: StepContext, policy: StepPolicySettings, tools: list[str]) -> str:
+    """The step's prompt, the contents of its input files, and the policy it runs under."""
+    raw = context.step.raw
+    text = raw.get("prompt")
+    if text is None and raw.get("prompt_file"):
+        path = context.workflow.directory / str(raw["prompt_file"])
+        text = path.read_text(encoding="utf-8")
+    parts = [str(context.render(text or "")).strip()]
+    inputs = raw.get("inputs") or {}
+    limit = int(inputs.get("file_size_limit_kb", DEFAULT_FILE_SIZE_LIMIT_KB)) * 1024
+    for name in inputs.get("paths") or []:
+        target = (context.workspace / str(name)).resolve()
+        if not target.is_relative_to(context.workspace.resolve()) or not target.is_file():
+            parts.append(f"(input {name}: not a file in the workspace)")
+            continue
+        data = target.read_bytes()
+        shown = data[:limit].decode("utf-8", "replace")
+        cut = f" (first {limit // 1024} KB of {len(data)} bytes)" if len(data) > limit else ""
+        parts.append(f"--- {name}{cut} ---\n{shown}")
+    return "\n\n".join(p for p in parts if p)
+
+
+def policy_statement(policy: StepPolicySettings, tools: list[str]) -> str:
+    commands = (
+        "none" if not policy.cmd_allowlist else ", ".join(f"`{c}`" for c in policy.cmd_allowlist)
+    )
+    return (
+        "You are running as a bcce workflow step under an enforced policy. "
+        f"Tools available: {', '.join(tools) or 'none'}. "
+        f"You may read and change only files matching {', '.join(policy.allowed_paths)}; "
+        f"at most {policy.max_files} distinct files and {policy.max_edits} edits. "
+        f"Shell commands allowed: {commands} (no redirections, substitutions or chaining tricks). "
+        "Calls outside this policy are denied; do not try to work around a denial."
+    )
+
+
+class AgentExecutor:
+    """Runs one agent (or, with ``read_only``, prompt) step."""
+
+    read_only = False
+
+    def __init__(self, runtime_factory: Any = None) -> None:
+        self._runtime_factory = runtime_factory
+
+    def execute(self, context: StepContext) -> StepResult:
+        from bcce.agent.endpoint import open_endpoint
+        from bcce.agent.runtime import ClaudeCodeRuntime
+        from bcce.policy.hook import ToolPolicy, make_hook_matchers
+        from bcce.policy.isolation import isolate
+        from bcce.policy.sandbox import probe_sandbox
+        from bcce.policy.tools import ToolSet
+
+        step, raw, artifacts = context.step, context.step.raw, context.artifacts
+        policy = effective_policy(context)
+        if self.read_only:
+            tools = ToolSet.for_prompt(raw.get("available_tools"))
+            policy = policy.model_copy(update={"max_edits": 0})
+        else:
+            tools = ToolSet.from_available(raw.get("available_tools") or DEFAULT_AGENT_TOOLS)
+        tier = probe_sandbox()
+        context.publish(
+            "policy.isolation",
+            {
+                "step": step.id,
+                "tier": tier.name,
+                "reason": tier.reason,
+                "strict": context.policy.strict,
+            },
+        )
+        if tier.name == "none" and context.policy.strict:
+            raise PolicyDenied(
+                f"policy.strict is on and no sandbox is available: {tier.reason}",
+                hint="install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) "
+                "or turn policy.strict off to run with the tier recorded",
+            )
+        model = str(raw.get("model") or context.workflow.model or context.settings.agent.model)
+        workspace = isolate(context.workspace, artifacts / "workspace")
+        (artifacts / "policy.json").write_text(
+            json.dumps(
+                {
+                    "policy": policy.model_dump(),
+                    "tools": list(tools.allowed),
+                    "disallowed_tools": list(tools.disallowed),
+                    "isolation": {"workspace": workspace.mode, "sandbox": tier.name},
+                    "strict": context.policy.strict,
+                    "model": model,
+                    "provider": context.settings.agent.provider,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        lock = threading.Lock()
+        decisions = (artifacts / "decisions.jsonl").open("a", encoding="utf-8")
+        transcript = (artifacts / "transcript.jsonl").open("a", encoding="utf-8")
+
+        def on_decision(record: dict[str, Any]) -> None:
+            with lock:
+                decisions.write(json.dumps(record, default=str) + "\n")
+                decisions.flush()
+            if not record.get("allowed"):
+                context.publish(
+                    "policy.denied",
+                    {
+                        "step": step.id,
+                        "tool": record.get("tool"),
+                        "rule": record.get("rule"),
+                        "reason": record.get("reason"),
+                        "layer": record.get("layer"),
+                    },
+                )
+
+        def on_message(record: dict[str, Any]) -> None:
+            clean = context.redactor.redact_data(record)
+            with lock:
+                transcript.write(json.dumps(clean, default=str) + "\n")
+                transcript.flush()
+
+        endpoint = open_endpoint(
+            context.settings.agent,
+            context.settings.aws,
+            model=model,
+            step_id=step.id,
+            placeholders={"workspace": str(workspace.path)},
+        )
+        for secret in endpoint.secrets:
+            context.redactor.add_secret(secret)
+        try:
+            tool_policy = ToolPolicy.from_step(
+                policy,
+                workspace.path,
+                tools,
+                on_decision=on_decision,
+                redact=context.redactor.redact,
+            )
+            runtime = (self._runtime_factory or ClaudeCodeRuntime)(context.settings.agent.cli_path)
+            home = artifacts / "home"
+            home.mkdir(exist_ok=True)
+            result = runtime.run(
+                prompt=build_prompt(context, policy, list(tools.allowed)),
+                system_append=policy_statement(policy, list(tools.allowed)),
+                workspace=workspace.path,
+                home=home,
+                env=endpoint.env,
+                tools=tools,
+                hooks=make_hook_matchers(tool_policy),
+                cookie=context.cookie,
+                model=model,
+                max_turns=context.settings.agent.max_turns,
+                deadline=_deadline(context, policy),
+                should_stop=context.should_stop,
+                on_message=on_message,
+                sandbox_prefix=tier.wrap(
+                    workspace.path, writable=workspace.writable(policy.allowed_paths)
+                ),
+                launcher_dir=artifacts,
+            )
+        finally:
+            endpoint.close()
+            decisions.close()
+            transcript.close()
+        _write_transcript_markdown(artifacts)
+        _write_usage(artifacts, result, model, context)
+        return self._conclude(context, policy, workspace, tool_policy, result)
+
+    def _conclude(
+        self,
+        context: StepContext,
+        policy: StepPolicySettings,
+        workspace: Any,
+        tool_policy: Any,
+        result: AgentResult,
+    ) -> StepResult:
+        from bcce.policy.audit import audit_changes
+
+        artifacts = context.artifacts
+        try:
+            audit = audit_changes(workspace, policy, tool_policy.budget.usage().edits)
+        finally:
+            workspace.cleanup()
+        (artifacts / "changes.patch").write_text(context.redactor.redact(audit.patch))
+        (artifacts / "audit.json").write_text(json.dumps(audit.to_dict(), indent=2) + "\n")
+        outputs = {
+            "result": result.text,
+            "changed_files": len(audit.files),
+            "turns": result.num_turns,
+            "cost_usd": result.total_cost_usd,
+        }
+        metrics = {"turns": result.num_turns, "cost_usd": result.total_cost_usd}
+        if result.timed_out:
+            return StepResult(
+                "timed_out",
+                outputs,
+                error="the agent exceeded its timeout; "
+                "its processes were killed and its changes discarded",
+                metrics=metrics,
+            )
+        if result.cancelled:
+            return StepResult("cancelled", outputs, error="cancelled", metrics=metrics)
+        if not audit.ok:
+            (artifacts / "changes.patch").rename(artifacts / "rejected.patch")
+            for violation in audit.violations:
+                context.publish(
+                    "policy.denied",
+                    {
+                        "step": context.step.id,
+                        "layer": "audit",
+                        "rule": violation.rule,
+                        "reason": violation.reason,
+                    },
+                )
+            reasons = "; ".join(f"{v.rule}: {v.reason}" for v in audit.violations)
+            return StepResult(
+                "failed",
+                outputs,
+                denied=True,
+                metrics=metrics,
+                error=f"change set rejected by the audit, changes discarded ({reasons})",
+            )
+        if result.error or result.is_error:
+            return StepResult(
+                "failed",
+                outputs,
+                error=result.error or f"the agent ended with {result.subtype}: {result.text[:200]}",
+                metrics=metrics,
+            )
+        if self.read_only and audit.files:
+            return StepResult(
+                "failed",
+                outputs,
+                denied=True,
+                metrics=metrics,
+                error="a prompt step changed files; the changes were discarded",
+            )
+        return StepResult("succeeded", outputs, metrics=metrics)
+
+
+class PromptExecutor(AgentExecutor):
+    """A read-only agent run whose text result is the step output."""
+
+    read_only = True
+
+
+def _deadline(context: StepContext, policy: StepPolicySettings) -> float | None:
+    import time
+
+    limit = time.monotonic() + policy.timeout_seconds
+    return limit if context.deadline is None else min(limit, context.deadline)
+
+
+def _write_usage(artifacts: Path, result: AgentResult, model: str, context: StepContext) -> None:
+    usage = {
+        "model": model,
+        "provider": context.settings.agent.provider,
+        "usage": result.usage,
+        "model_usage": result.model_usage,
+        "total_cost_usd": result.total_cost_usd,
+        "num_turns": result.num_turns,
+        "duration_ms": result.duration_ms,
+        "subtype": result.subtype,
+        "terminal_reason": result.terminal_reason,
+    }
+    (artifacts / "usage.json").write_text(json.dumps(usage, indent=2, default=str) + "\n")
+    context.publish(
+        "cost.recorded",
+        {
+            "workflow": context.workflow.name,
+            "step": context.step.id,
+            "team": context.settings.core.team,
+            "project": context.settings.core.project,
+            "model": model,
+            "total_cost_usd": result.total_cost_usd,
+            "input_tokens": result.usage.get("input_tokens"),
+            "output_tokens": result.usage.get("output_tokens"),
+        },
+    )
+
+
+def _write_transcript_markdown(artifacts: Path) -> None:
+    lines = ["# Transcript", ""]
+    source = artifacts / "transcript.jsonl"
+    if source.is_file():
+        for line in source.read_text(encoding="utf-8").splitlines():
+            lines.extend(_markdown(json.loads(line)))
+    (artifacts / "transcript.md").write_text("\n".join(lines) + "\n")
+
+
+def _markdown(record: dict[str, Any]) -> list[str]:
+    kind = record.get("kind")
+    if kind == "ResultMessage":
+        return [f"## Result ({record.get('subtype')})", "", str(record.get("result") or ""), ""]
+    if kind not in ("AssistantMessage", "UserMessage"):
+        return []
+    out = []
+    who = "Assistant" if kind == "AssistantMessage" else "Tool results"
+    content = record.get("content")
+    blocks = content if isinstance(content, list) else [{"text": content}]
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        if "name" in block and "input" in block:
+            out += [
+                f"**{who} → {block['name']}**",
+                "",
+                "```json",
+                json.dumps(block["input"], indent=2)[:4000],
+                "```",
+                "",
+            ]
+        elif "tool_use_id" in block:
+            flag = " (error)" if block.get("is_error") else ""
+            text = block.get("content")
+            shown = text if isinstance(text, str) else json.dumps(text)[:4000]
+            out += [f"**{who}{flag}**", "", "```", str(shown)[:4000], "```", ""]
+        elif block.get("text"):
+            out += [f"**{who}:** {block['text']}", ""]
+    return out

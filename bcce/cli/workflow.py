@@ -121,17 +121,24 @@ def run(
 @click.argument("run_id")
 @click.option("--from-step", help="Re-run this step and everything after it.")
 @click.option("--force", is_flag=True, help="Resume even though the workflow file changed.")
+@click.option("--var", "variables", multiple=True, help="A variable NAME=VALUE (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--approve", is_flag=True, help="Approve the changes apply_diff steps would apply.")
 @click.option("--reject", is_flag=True, help="Reject the changes apply_diff steps would apply.")
 def resume(
-    run_id: str, from_step: str | None, force: bool, as_json: bool, approve: bool, reject: bool
+    run_id: str,
+    from_step: str | None,
+    force: bool,
+    variables: tuple[str, ...],
+    as_json: bool,
+    approve: bool,
+    reject: bool,
 ) -> None:
     """Continue a run: finished steps are kept, the rest run."""
     from bcce.workflow.runner import RunOptions
 
     runner = get_app().workflow.runner()
-    options = RunOptions()
+    options = RunOptions(variables=_parse_vars(variables))
     _approvals(options, approve, reject, as_json)
     result = _drive(
         runner,

@@ -28,7 +28,8 @@ def to_mermaid(workflow: Workflow) -> str:
             else:
                 lines.append(f'{indent}{step.id}["{_label(step)}"]')
             for dep in plan.waits_for[step.id]:
-                condition = f"|{step.condition}|" if step.condition else ""
+                label = (step.condition or "").replace('"', "#quot;")
+                condition = f'|"{label}"|' if step.condition else ""
                 lines.append(f"{indent}{dep} -->{condition} {step.id}")
 
     block(plan_block(workflow.steps), "  ")

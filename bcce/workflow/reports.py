@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from bcce.core.durable import atomic_write_bytes
 from bcce.workflow.model import CONTROL_TYPES, Workflow
 from bcce.workflow.state import RunState
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(value: object) -> str:
+    """XML 1.0 cannot hold most control characters (ANSI colours, NUL): drop them."""
+    return _NOT_XML.sub("", str(value))
 
 
 def write_junit(path: Path, workflow: Workflow, state: RunState) -> None:
@@ -35,11 +43,11 @@ def write_junit(path: Path, workflow: Workflow, state: RunState) -> None:
         status = info.get("status", "pending")
         if status in ("failed", "timed_out"):
             failures += 1
-            failure = ET.SubElement(case, "failure", message=str(info.get("error") or status))
-            failure.text = str(info.get("error") or "")
+            failure = ET.SubElement(case, "failure", message=_xml_text(info.get("error") or status))
+            failure.text = _xml_text(info.get("error") or "")
         elif status in ("skipped", "cancelled", "pending", "awaiting_approval"):
             skipped += 1
-            ET.SubElement(case, "skipped", message=str(info.get("reason") or status))
+            ET.SubElement(case, "skipped", message=_xml_text(info.get("reason") or status))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
     suite.set("skipped", str(skipped))

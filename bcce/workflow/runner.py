@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bcce.core.log import get_logger
-from bcce.errors import BcceError, ExitCode, PolicyDenied, WorkflowError
+from bcce.errors import BcceError, ExitCode, PolicyDenied, UsageError, WorkflowError
 from bcce.events.bus import Event, EventBus
 from bcce.steps.base import StepContext, StepResult
 from bcce.workflow.artifacts import ArtifactPublisher
@@ -154,7 +154,10 @@ class WorkflowRunner:
                 "path": str(workflow.source),
                 "digest": workflow.digest,
             },
-            variables=dict(options.variables),
+            variables={k: self.redactor.redact(v) for k, v in options.variables.items()},
+            secret_variables=sorted(
+                k for k, v in options.variables.items() if self.redactor.redact(v) != v
+            ),
             workspace=str(workspace),
             order=[p.step.id for p in plan_workflow(workflow)],
             steps={
@@ -178,7 +181,14 @@ class WorkflowRunner:
         if state.status in TERMINAL_RUN and state.status == "succeeded" and from_step is None:
             return RunResult(state, 0)
         path = Path(state.workflow["path"])
-        workflow = self.load(path, state.variables, run_id)
+        missing = [n for n in state.secret_variables if n not in options.variables]
+        if missing:
+            raise UsageError(
+                f"variable(s) {', '.join(missing)} held secrets, which runs never store",
+                hint="pass them again: " + " ".join(f"--var {n}=..." for n in missing),
+            )
+        options.variables = {**state.variables, **options.variables}
+        workflow = self.load(path, options.variables, run_id)
         if workflow.digest != state.workflow.get("digest") and not force:
             raise WorkflowError(
                 f"the workflow file changed since run {run_id} started",
@@ -199,6 +209,9 @@ class WorkflowRunner:
         rerun = set(order[order.index(from_step) :]) if from_step else set()
         if from_step:
             rerun |= {s.id for s in workflow.step(from_step).walk()}
+            # A nested step re-runs inside its parents: they are re-entered (their children
+            # that succeeded before the step stay kept).
+            rerun |= set(_ancestors(workflow, from_step))
         keep = {
             step_id
             for step_id, info in recorder.state.steps.items()
@@ -226,14 +239,24 @@ class WorkflowRunner:
         except BcceError:
             return f"cancellation requested; the running process of {run_id} is stopping it"
         try:  # nobody drives the run: finish the cancellation ourselves
+            if recorder.state.status in TERMINAL_RUN:  # it finished before we got the lock
+                with contextlib.suppress(FileNotFoundError):
+                    (directory / CANCEL_REQUEST).unlink()
+                return f"run {run_id} already {recorder.state.status}"
             killed = kill_cookie(f"{run_id}:")
             for step_id, info in recorder.state.steps.items():
                 if info.get("status") not in FINISHED_STEP:
                     recorder.record("step", step_id, status="cancelled", finished_at=utcnow())
             recorder.record("run", None, status="cancelled", finished_at=utcnow())
             recorder.snapshot()
-            event = self._publish(run_id, "workflow.cancelled", {"processes_killed": killed})
-            with (recorder.directory / "events.jsonl").open("a", encoding="utf-8") as handle:
+            events = recorder.directory / "events.jsonl"
+            event = self._publish(
+                run_id,
+                "workflow.cancelled",
+                {"processes_killed": killed},
+                seq=_count_lines(events) + 1,
+            )
+            with events.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(event.to_dict(), default=str) + "\n")
         finally:
             recorder.release()
@@ -282,10 +305,12 @@ class WorkflowRunner:
     def list_runs(self) -> list[RunState]:
         return self.store.list_runs()
 
-    def _publish(self, run_id: str, event_type: str, payload: Mapping[str, Any]) -> Event:
+    def _publish(
+        self, run_id: str, event_type: str, payload: Mapping[str, Any], *, seq: int
+    ) -> Event:
         clean = self.redactor.redact_data(dict(payload))
         assert isinstance(clean, dict)
-        event = Event(event_type, clean, run_id=run_id)
+        event = Event(event_type, clean, run_id=run_id, seq=seq)
         self.bus.publish(event)
         return event
 
@@ -357,6 +382,7 @@ class _Execution:
         self.cancelled = threading.Event()
         self.deadline: float | None = None
         self.workspace = Path(recorder.state.workspace)
+        self.event_seq = _count_lines(recorder.directory / "events.jsonl")
         self.events_file = (recorder.directory / "events.jsonl").open("a", encoding="utf-8")
         self.denied = False
         self.timed_out = False
@@ -448,7 +474,11 @@ class _Execution:
 
     # -- events -----------------------------------------------------------------------------
     def publish(self, event_type: str, payload: Mapping[str, Any]) -> None:
-        self.runner._publish(self.run_id, event_type, payload)
+        # Numbered per run (continuing across resumes) and published under the lock, so
+        # events.jsonl is in publication order whatever threads the steps run in.
+        with self.lock:
+            self.event_seq += 1
+            self.runner._publish(self.run_id, event_type, payload, seq=self.event_seq)
 
     def _subscribe_events_file(self) -> Callable[[Event], None]:
         def write(event: Event) -> None:
@@ -595,7 +625,7 @@ class _Execution:
         values: dict[str, object] = {
             "steps": steps,
             "env": self.workflow_env(),
-            "vars": {**self.recorder.state.variables},
+            "vars": dict(self.options.variables),
             "inputs": {},
             "run": {"id": self.run_id, "workflow": self.workflow.name},
             "self": dict(own or {}),
@@ -711,7 +741,7 @@ class _Execution:
 
     def workflow_env(self) -> dict[str, Any]:
         """The workflow's ``env`` with ``--var`` values on top (they win, as in substitution)."""
-        return {**self.workflow.env, **self.recorder.state.variables}
+        return {**self.workflow.env, **self.options.variables}
 
     def _step_env(self, step: Step) -> dict[str, str]:
         allowed = set(self.settings.workflow.env_allowlist)
@@ -893,6 +923,27 @@ class _Execution:
                 return True
             self.cancelled.wait(min(remaining, 0.05))
         return self._stop_requested()
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for _ in handle)
+    except FileNotFoundError:
+        return 0
+
+
+def _ancestors(workflow: Workflow, step_id: str) -> list[str]:
+    def search(steps: tuple[Step, ...], trail: list[str]) -> list[str] | None:
+        for step in steps:
+            if step.id == step_id:
+                return trail
+            found = search((*step.children, *step.else_children), [*trail, step.id])
+            if found is not None:
+                return found
+        return None
+
+    return search(workflow.steps, []) or []
 
 
 def _backoff(step: Step, tries: int) -> float:

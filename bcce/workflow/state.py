@@ -47,6 +47,8 @@ class RunState:
     started_at: str | None = None
     finished_at: str | None = None
     variables: dict[str, str] = field(default_factory=dict)
+    #: --var names whose values held a secret: stored redacted, asked for again on resume.
+    secret_variables: list[str] = field(default_factory=list)
     workspace: str = ""
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
@@ -63,6 +65,7 @@ class RunState:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "variables": self.variables,
+            "secret_variables": self.secret_variables,
             "workspace": self.workspace,
             "order": self.order,
             "steps": self.steps,
@@ -81,6 +84,7 @@ class RunState:
             started_at=data.get("started_at"),
             finished_at=data.get("finished_at"),
             variables=dict(data.get("variables") or {}),
+            secret_variables=list(data.get("secret_variables") or []),
             workspace=data.get("workspace", ""),
             steps={k: dict(v) for k, v in (data.get("steps") or {}).items()},
             order=list(data.get("order") or []),
@@ -172,7 +176,7 @@ class JsonRunStateStore:
 
     def create(self, state: RunState) -> RunRecorder:
         directory = self.run_dir(state.run_id)
-        if directory.exists() and any(directory.iterdir()):
+        if (directory / SNAPSHOT).exists():
             raise UsageError(
                 f"run {state.run_id} already exists",
                 hint="choose another --run-id, or `bcce workflow resume` it",
@@ -180,6 +184,11 @@ class JsonRunStateStore:
         directory.mkdir(parents=True, exist_ok=True)
         recorder = RunRecorder(directory, state, fsync=self.fsync)
         recorder.acquire()
+        # A directory without run.json is what a crash before the first snapshot leaves:
+        # nothing in it was recorded, so it is cleared and the id reused.
+        for leftover in directory.iterdir():
+            if leftover.name != ".lock":
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         try:
             recorder.snapshot()
         except BaseException:

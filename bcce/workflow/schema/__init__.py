@@ -5,9 +5,10 @@ schema. :func:`schema_errors` turns jsonschema's errors into :class:`SchemaIssue
 into the document (which the loader maps to ``file:line:col``), a message and an optional hint,
 the most relevant issue first and the rest in document order.
 
-Collecting and explaining errors is slow (about 0.7 ms a step), so validity is decided first by
-:func:`is_valid`, a predicate compiled from the same schema (:mod:`.compiler`); jsonschema runs
-only for a document that predicate rejects.
+Collecting and explaining errors is slow (about 0.7 ms a step, after some 100 ms to import
+jsonschema and check the schema), so validity is decided first by :func:`is_valid`, a predicate
+compiled from the same schema (:mod:`.compiler`); jsonschema is imported and run only for a
+document that predicate rejects.
 """
 
 from __future__ import annotations
@@ -19,24 +20,18 @@ import importlib.resources
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-# jsonschema ships no type information; `unused-ignore` keeps this clean once stubs are installed.
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
-from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
-    best_match,
-    by_relevance,
-)
-from jsonschema.protocols import Validator  # type: ignore[import-untyped, unused-ignore]
+from typing import TYPE_CHECKING, Any
 
 from bcce.workflow.schema.compiler import UnsupportedSchema, compile_predicate
+
+if TYPE_CHECKING:
+    # jsonschema ships no type information; `unused-ignore` keeps this clean with stubs.
+    from jsonschema.protocols import Validator  # type: ignore[import-untyped, unused-ignore]
 
 SCHEMA_RESOURCE = "workflow-v1.json"
 
 PathKey = tuple[str | int, ...]
 
-# At one place in the document an unknown key ("comand") explains more than what it left missing.
-_relevance = by_relevance(strong=frozenset({"additionalProperties", "unevaluatedProperties"}))
 _FORBIDDEN_MARKER = {"$ref": "#/$defs/not_for_this_type"}
 _TYPE_WORDS = {
     "object": "a mapping",
@@ -84,6 +79,8 @@ def load_schema() -> dict[str, Any]:
 @functools.cache
 def validator() -> Validator:
     """A Draft 2020-12 validator for the schema, with format checking on (built once)."""
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+
     schema = _schema()
     Draft202012Validator.check_schema(schema)
     checker: Validator = Draft202012Validator(
@@ -95,7 +92,7 @@ def validator() -> Validator:
 @functools.cache
 def _predicate() -> Callable[[object], bool]:
     try:
-        return compile_predicate(_schema(), validator())
+        return compile_predicate(_schema(), validator)
     except UnsupportedSchema:
         # A keyword the compiler lacks: stay correct, at jsonschema's speed.
         full = validator()
@@ -119,7 +116,7 @@ def schema_errors(document: object) -> list[SchemaIssue]:
     errors = list(validator().iter_errors(instance))
     if not errors:
         return []
-    best = max(errors, key=_relevance)
+    best = max(errors, key=_relevance())
     order = _document_order(document)
     first = _describe(best, document)
     others = [issue for e in errors if e is not best for issue in _describe(e, document)]
@@ -131,6 +128,17 @@ def schema_errors(document: object) -> list[SchemaIssue]:
             seen.add((issue.path, issue.message))
             issues.append(issue)
     return issues
+
+
+@functools.cache
+def _relevance() -> Callable[[Any], Any]:
+    from jsonschema.exceptions import by_relevance  # type: ignore[import-untyped, unused-ignore]
+
+    # At one place in a document an unknown key ("comand") explains more than what it left out.
+    key: Callable[[Any], Any] = by_relevance(
+        strong=frozenset({"additionalProperties", "unevaluatedProperties"})
+    )
+    return key
 
 
 @functools.cache
@@ -265,7 +273,9 @@ def _describe_alternatives(
             )
         ]
 
-    leaf = best_match([error], key=_relevance)
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
+
+    leaf = best_match([error], key=_relevance())
     if leaf is not error:
         return _describe(leaf, document)
     return [SchemaIssue(path, f"{_show(value)} is not valid here", schema.get("description"))]

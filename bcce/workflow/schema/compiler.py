@@ -1,13 +1,15 @@
 """Compiling a JSON Schema into a plain Python predicate that decides validity, fast.
 
 jsonschema walks a schema afresh for every value and builds error objects on the way; deciding
-only *whether* a document is valid needs none of that. :func:`compile_predicate` turns the schema
-into nested closures once, and they give the same answer as the jsonschema validator they are
-built from: types are checked with its type checker, ``unevaluatedProperties`` follows its rules,
-and leaf keywords whose comparison rules are subtle (``const``, non-string ``enum``,
-``uniqueItems``, ``format`` ...) are delegated to it. A keyword outside the compiled subset raises
-:class:`UnsupportedSchema` at compile time, so a schema edit can make the predicate slower (the
-caller falls back to jsonschema) but never wrong.
+only *whether* a document is valid needs none of that (nor importing jsonschema, which alone
+takes longer than validating a large workflow). :func:`compile_predicate` turns the schema into
+nested closures once. They give the answer of jsonschema's Draft 2020-12 validator with its
+standard type checker: the same types (a bool is not a number, 1.0 is an integer), the same
+equality (``True`` is not ``1``), the same rules for ``unevaluatedProperties``. Values whose
+comparison is subtle (``const`` or ``enum`` of lists and mappings, ``uniqueItems`` of anything
+but strings, ``format``, ``multipleOf`` ...) are handed to that validator when one reaches them.
+A keyword outside the compiled subset raises :class:`UnsupportedSchema` at compile time, so a
+schema edit can make the caller fall back to jsonschema, slower, but never make the answer wrong.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from __future__ import annotations
 import numbers
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# jsonschema ships no type information; `unused-ignore` keeps this clean once stubs are installed.
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
-from jsonschema.protocols import Validator  # type: ignore[import-untyped, unused-ignore]
+if TYPE_CHECKING:
+    # jsonschema ships no type information; `unused-ignore` keeps this clean with stubs.
+    from jsonschema.protocols import Validator  # type: ignore[import-untyped, unused-ignore]
 
 Predicate = Callable[[Any], bool]
 # The property names a subschema evaluated (for unevaluatedProperties), or None when it failed.
@@ -41,18 +43,9 @@ _ANNOTATIONS = frozenset(
         "writeOnly",
     }
 )
-# Keywords that look at the value alone: jsonschema decides them, one keyword at a time.
+# Keywords that look at the value alone and are left to jsonschema, one keyword at a time.
 _DELEGATED = frozenset(
-    {
-        "const",
-        "enum",
-        "uniqueItems",
-        "multipleOf",
-        "minProperties",
-        "maxProperties",
-        "dependentRequired",
-        "format",
-    }
+    {"multipleOf", "minProperties", "maxProperties", "dependentRequired", "format"}
 )
 # Keywords whose subschemas apply to the value itself, so their evaluated properties count.
 _IN_PLACE = frozenset({"allOf", "anyOf", "oneOf", "if", "$ref"})
@@ -62,26 +55,25 @@ class UnsupportedSchema(ValueError):
     """The schema needs a keyword, or a form of one, that :func:`compile_predicate` lacks."""
 
 
-def compile_predicate(schema: Mapping[str, Any] | bool, validator: Validator) -> Predicate:
-    """A function telling whether a value is valid against ``schema``.
+def compile_predicate(
+    schema: Mapping[str, Any] | bool, validator: Callable[[], Validator]
+) -> Predicate:
+    """A function telling whether a value is valid against ``schema``, as jsonschema would.
 
-    ``validator`` is the jsonschema validator for the same schema: the predicate uses its type
-    checker and format checker and agrees with its ``is_valid``. Raises :class:`UnsupportedSchema`
-    when the schema needs a keyword outside the compiled subset.
+    ``validator`` returns the jsonschema validator for ``schema`` (its format checker applies);
+    it is called only when a value reaches a keyword the predicate leaves to jsonschema. Raises
+    :class:`UnsupportedSchema` when the schema needs a keyword outside the compiled subset.
     """
     return _Compiler(schema, validator).check(schema)
 
 
 class _Compiler:
-    def __init__(self, root: Mapping[str, Any] | bool, validator: Validator) -> None:
+    def __init__(self, root: Mapping[str, Any] | bool, validator: Callable[[], Validator]) -> None:
         self.root = root
         self.validator = validator
         self.checks: dict[int, Predicate] = {}
         self.annotators: dict[int, _Annotator] = {}
         self.bounds: dict[int, frozenset[Any]] = {}
-        if validator.TYPE_CHECKER is not Draft202012Validator.TYPE_CHECKER:
-            # The closures test types with isinstance, as jsonschema's standard checker does.
-            raise UnsupportedSchema("only jsonschema's standard type checker is compiled")
 
     # -- entry points, cached by schema identity so that recursive $refs terminate ------------
     def check(self, schema: object) -> Predicate:
@@ -131,6 +123,14 @@ class _Compiler:
             # jsonschema compares with strings by ==, so only a string can equal one.
             choices = frozenset(arg)
             return lambda value: isinstance(value, str) and value in choices
+        if keyword in ("const", "enum"):
+            wanted = [arg] if keyword == "const" else list(arg)
+            if not all(v is None or isinstance(v, bool | int | float | str) for v in wanted):
+                return self._delegate(keyword, arg)
+            tests = [_equals(v) for v in wanted]
+            return tests[0] if len(tests) == 1 else lambda value: any(t(value) for t in tests)
+        if keyword == "uniqueItems":
+            return self._unique_items(arg)
         if keyword in _DELEGATED:
             return self._delegate(keyword, arg)
         if keyword == "required":
@@ -247,8 +247,28 @@ class _Compiler:
         return switch
 
     def _delegate(self, keyword: str, arg: object) -> Predicate:
-        single = self.validator.evolve(schema={keyword: arg})
-        return lambda value: bool(single.is_valid(value))
+        single: list[Validator] = []  # built when first needed: it imports jsonschema
+
+        def delegated(value: Any) -> bool:
+            if not single:
+                single.append(self.validator().evolve(schema={keyword: arg}))
+            return bool(single[0].is_valid(value))
+
+        return delegated
+
+    def _unique_items(self, arg: object) -> Predicate:
+        if not arg:
+            return _always
+        delegated = self._delegate("uniqueItems", arg)
+
+        def unique_items(value: Any) -> bool:
+            if not isinstance(value, list):
+                return True
+            if all(isinstance(item, str) for item in value):
+                return len(set(value)) == len(value)
+            return delegated(value)  # bools, numbers and containers compare subtly
+
+        return unique_items
 
     def _additional(self, node: Mapping[str, Any], arg: object) -> Predicate:
         known = frozenset(node.get("properties", {}))
@@ -461,6 +481,15 @@ class _Compiler:
             else:
                 raise UnsupportedSchema(f"cannot resolve {ref!r}")
         return target
+
+
+def _equals(wanted: object) -> Predicate:
+    """jsonschema's equality with a scalar: by identity, and by == for strings and numbers."""
+    if wanted is None or isinstance(wanted, bool):
+        return lambda value: value is wanted
+    if isinstance(wanted, str):
+        return lambda value: isinstance(value, str) and value == wanted
+    return lambda value: value is wanted or (_is_number(value) and value == wanted)
 
 
 def _is_number(value: Any) -> bool:

@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 # System packages some tests need; installed where we are root with apt-get, reported otherwise.
-SYSTEM_PACKAGES :=
+SYSTEM_PACKAGES := bubblewrap socat git
 system-deps:
 	@if [ -n "$(SYSTEM_PACKAGES)" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -41,9 +41,15 @@ pytest: install system-deps
 
 test: lint typecheck pytest
 
-demo: install
+# The quickstart runs on a throwaway copy of its sample project (apply_diff changes it), with
+# the model's replies scripted: offline, repeatable, and the repository stays clean.
+demo: install system-deps
 	BCCE_AGENT__PROVIDER=scripted $(BIN)/bcce doctor
-	$(BIN)/bcce workflow run examples/quickstart/workflow.yml --workspace examples/quickstart/project
+	@demo=$$(mktemp -d -t bcce-demo.XXXXXX) && cp -r examples/quickstart/project "$$demo/project" && \
+	  echo "demo workspace: $$demo/project" && \
+	  BCCE_AGENT__PROVIDER=scripted BCCE_AGENT__SCRIPT=examples/quickstart/scripts \
+	  BCCE_WORKFLOW__STATE_DIR="$$demo/runs" BCCE_STORAGE__ROOT="$$demo/runs" \
+	  $(BIN)/bcce workflow run examples/quickstart/workflow.yml --workspace "$$demo/project" --approve
 
 bench: install
 	$(BIN)/python benchmarks/startup.py

@@ -10,7 +10,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -55,7 +55,7 @@ class AgentRuntime(Protocol):
         deadline: float | None,
         should_stop: Callable[[], bool],
         on_message: Callable[[dict[str, Any]], None],
-        sandbox_prefix: Sequence[str],
+        sandbox: Mapping[str, Any] | None,
         launcher_dir: Path,
     ) -> AgentResult:
         """Run one agent session in ``workspace`` until it ends, times out or is stopped."""
@@ -121,7 +121,7 @@ class ClaudeCodeRuntime:
         deadline: float | None,
         should_stop: Callable[[], bool],
         on_message: Callable[[dict[str, Any]], None],
-        sandbox_prefix: Sequence[str],
+        sandbox: Mapping[str, Any] | None,
         launcher_dir: Path,
     ) -> AgentResult:
         from bcce.agent.session import AgentRequest, run_session
@@ -143,7 +143,7 @@ class ClaudeCodeRuntime:
             deadline=deadline,
             should_stop=should_stop,
             on_message=on_message,
-            sandbox_prefix=sandbox_prefix,
+            sandbox=sandbox,
         )
         return run_session(request, launcher_dir)
 

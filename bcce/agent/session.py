@@ -2,9 +2,9 @@
 
 Claude Code is started through a small wrapper script (the SDK's ``cli_path``) so that it gets
 exactly the environment bcce chose (the SDK would otherwise merge in ours: AWS keys, proxies,
-``CLAUDE_CODE_*`` switches) and, where the isolation layer provides one, runs inside the
-sandbox. Every process it starts carries the step's cookie, so a timeout or a cancel can stop
-the whole tree (see :mod:`bcce.workflow.process`).
+``CLAUDE_CODE_*`` switches); its Bash commands run in Claude Code's bubblewrap sandbox when
+the isolation layer enables it. Every process it starts carries the step's cookie, so a
+timeout or a cancel can stop the whole tree (see :mod:`bcce.workflow.process`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class AgentRequest:
     deadline: float | None = None
     should_stop: Callable[[], bool] = lambda: False
     on_message: Callable[[dict[str, Any]], None] = lambda _message: None
-    sandbox_prefix: Sequence[str] = ()
+    sandbox: Mapping[str, Any] | None = None
     stderr: Callable[[str], None] | None = None
 
 
@@ -79,15 +79,14 @@ class AgentResult:
 
 
 def write_wrapper(request: AgentRequest, directory: Path) -> Path:
-    """A launcher that clears the environment, enters the sandbox and runs the CLI."""
+    """A launcher that clears the environment and runs the CLI."""
     names = sorted({*request.env, *BASE_VARIABLES, *SDK_VARIABLES, COOKIE_VARIABLE, "HOME"})
     keep = " ".join(f'"{name}=${{{name}}}"' for name in names)
-    sandbox = " ".join(shlex.quote(part) for part in request.sandbox_prefix)
     script = directory / "claude-launcher.sh"
     script.write_text(
         "#!/bin/sh\n"
         "# Written by bcce for one agent step: Claude Code with exactly these variables.\n"
-        f'exec /usr/bin/env -i {keep} {sandbox} {shlex.quote(str(request.cli))} "$@"\n'
+        f'exec /usr/bin/env -i {keep} {shlex.quote(str(request.cli))} "$@"\n'
     )
     script.chmod(0o700)
     return script
@@ -121,6 +120,7 @@ async def _run(request: AgentRequest, launcher: Path) -> AgentResult:
         max_turns=request.max_turns,
         stderr=request.stderr,
         verbatim_prompts=True,  # templated prompts must not trigger @file or /commands
+        sandbox=dict(request.sandbox) if request.sandbox else None,  # type: ignore[arg-type]
     )
     result = AgentResult()
     started = time.monotonic()

@@ -50,10 +50,15 @@ class LiveView:
             return
         mark = _MARKS.get(event.type)
         if mark is None:
-            if event.type == "policy.decision" and not payload.get("allowed"):
+            denied = event.type == "policy.denied" or (
+                event.type == "policy.decision" and not payload.get("allowed")
+            )
+            if denied:
+                tool = f" {payload['tool']}" if payload.get("tool") else ""
                 self._line(
-                    click.style("  ⛔ denied ", fg="red", bold=True)
-                    + f"{payload.get('step')}: {payload.get('rule')}: {payload.get('reason')}"
+                    click.style("    ⛔ denied", fg="red", bold=True)
+                    + f"{tool} [{payload.get('layer', 'policy')}: {payload.get('rule')}] "
+                    + str(payload.get("reason"))
                 )
             return
         symbol, colour, word = mark

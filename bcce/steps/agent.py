@@ -16,11 +16,14 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bcce.errors import PolicyDenied
 from bcce.steps.base import StepContext, StepResult
 
 if TYPE_CHECKING:
     from bcce.agent.session import AgentResult
+    from bcce.policy.audit import OutsideWatch
+    from bcce.policy.hook import ToolPolicy
+    from bcce.policy.isolation import IsolatedWorkspace
+    from bcce.policy.tools import ToolSet
     from bcce.settings.model import StepPolicySettings
 
 DEFAULT_AGENT_TOOLS = ("ReadFile", "Search", "Diff", "Apply", "WriteFile")
@@ -84,11 +87,9 @@ class AgentExecutor:
         self._runtime_factory = runtime_factory
 
     def execute(self, context: StepContext) -> StepResult:
-        from bcce.agent.endpoint import open_endpoint
-        from bcce.agent.runtime import ClaudeCodeRuntime
-        from bcce.policy.hook import ToolPolicy, make_hook_matchers
-        from bcce.policy.isolation import isolate
-        from bcce.policy.sandbox import probe_sandbox
+        from bcce.policy.audit import OutsideWatch
+        from bcce.policy.isolation import Workspace, watch_candidates
+        from bcce.policy.sandbox import probe_sandbox, require_sandbox
         from bcce.policy.tools import ToolSet
 
         step, raw, artifacts = context.step, context.step.raw, context.artifacts
@@ -99,38 +100,64 @@ class AgentExecutor:
         else:
             tools = ToolSet.from_available(raw.get("available_tools") or DEFAULT_AGENT_TOOLS)
         tier = probe_sandbox()
+        sandboxed = tier.claude_code_ready
         context.publish(
             "policy.isolation",
             {
                 "step": step.id,
-                "tier": tier.name,
-                "reason": tier.reason,
                 "strict": context.policy.strict,
+                "sandboxed": sandboxed,
+                **tier.to_dict(),
             },
         )
-        if tier.name == "none" and context.policy.strict:
-            raise PolicyDenied(
-                f"policy.strict is on and no sandbox is available: {tier.reason}",
-                hint="install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) "
-                "or turn policy.strict off to run with the tier recorded",
-            )
+        require_sandbox(tier, strict=context.policy.strict, claude_code=True)
         model = str(raw.get("model") or context.workflow.model or context.settings.agent.model)
-        workspace = isolate(context.workspace, artifacts / "workspace")
-        (artifacts / "policy.json").write_text(
-            json.dumps(
-                {
-                    "policy": policy.model_dump(),
-                    "tools": list(tools.allowed),
-                    "disallowed_tools": list(tools.disallowed),
-                    "isolation": {"workspace": workspace.mode, "sandbox": tier.name},
-                    "strict": context.policy.strict,
-                    "model": model,
-                    "provider": context.settings.agent.provider,
-                },
-                indent=2,
+        run_dir = artifacts.parent
+        workspace = Workspace().isolate(context.workspace, run_dir, step.id)
+        try:
+            watch = OutsideWatch.start(watch_candidates(workspace), exclude=[run_dir])
+            sandbox = _sandbox_settings(workspace.path, policy.allowed_paths) if sandboxed else None
+            (artifacts / "policy.json").write_text(
+                json.dumps(
+                    {
+                        "policy": policy.model_dump(),
+                        "tools": list(tools.allowed),
+                        "disallowed_tools": list(tools.disallowed),
+                        "isolation": {
+                            "workspace": workspace.mode,
+                            "sandbox": "claude-code-bubblewrap" if sandboxed else "none",
+                            "tier": tier.to_dict(),
+                            "sandbox_settings": sandbox,
+                        },
+                        "strict": context.policy.strict,
+                        "model": model,
+                        "provider": context.settings.agent.provider,
+                    },
+                    indent=2,
+                )
+                + "\n"
             )
-            + "\n"
-        )
+            result, tool_policy = self._session(
+                context, policy, tools, workspace.path, model, sandbox
+            )
+            return self._conclude(context, policy, workspace, watch, tool_policy, result)
+        finally:
+            workspace.cleanup()
+
+    def _session(
+        self,
+        context: StepContext,
+        policy: StepPolicySettings,
+        tools: ToolSet,
+        workspace: Path,
+        model: str,
+        sandbox: dict[str, Any] | None,
+    ) -> tuple[AgentResult, ToolPolicy]:
+        from bcce.agent.endpoint import open_endpoint
+        from bcce.agent.runtime import ClaudeCodeRuntime
+        from bcce.policy.hook import ToolPolicy, make_hook_matchers
+
+        step, artifacts = context.step, context.artifacts
         lock = threading.Lock()
         decisions = (artifacts / "decisions.jsonl").open("a", encoding="utf-8")
         transcript = (artifacts / "transcript.jsonl").open("a", encoding="utf-8")
@@ -151,28 +178,27 @@ class AgentExecutor:
                     },
                 )
 
+        offered = _ToolSetWitness(on_decision)
+
         def on_message(record: dict[str, Any]) -> None:
             clean = context.redactor.redact_data(record)
             with lock:
                 transcript.write(json.dumps(clean, default=str) + "\n")
                 transcript.flush()
+            offered.observe(record)
 
         endpoint = open_endpoint(
             context.settings.agent,
             context.settings.aws,
             model=model,
             step_id=step.id,
-            placeholders={"workspace": str(workspace.path)},
+            placeholders={"workspace": str(workspace)},
         )
         for secret in endpoint.secrets:
             context.redactor.add_secret(secret)
         try:
             tool_policy = ToolPolicy.from_step(
-                policy,
-                workspace.path,
-                tools,
-                on_decision=on_decision,
-                redact=context.redactor.redact,
+                policy, workspace, tools, on_decision=on_decision, redact=context.redactor.redact
             )
             runtime = (self._runtime_factory or ClaudeCodeRuntime)(context.settings.agent.cli_path)
             home = artifacts / "home"
@@ -180,7 +206,7 @@ class AgentExecutor:
             result = runtime.run(
                 prompt=build_prompt(context, policy, list(tools.allowed)),
                 system_append=policy_statement(policy, list(tools.allowed)),
-                workspace=workspace.path,
+                workspace=workspace,
                 home=home,
                 env=endpoint.env,
                 tools=tools,
@@ -191,9 +217,7 @@ class AgentExecutor:
                 deadline=_deadline(context, policy),
                 should_stop=context.should_stop,
                 on_message=on_message,
-                sandbox_prefix=tier.wrap(
-                    workspace.path, writable=workspace.writable(policy.allowed_paths)
-                ),
+                sandbox=sandbox,
                 launcher_dir=artifacts,
             )
         finally:
@@ -202,24 +226,27 @@ class AgentExecutor:
             transcript.close()
         _write_transcript_markdown(artifacts)
         _write_usage(artifacts, result, model, context)
-        return self._conclude(context, policy, workspace, tool_policy, result)
+        return result, tool_policy
 
     def _conclude(
         self,
         context: StepContext,
         policy: StepPolicySettings,
-        workspace: Any,
-        tool_policy: Any,
+        workspace: IsolatedWorkspace,
+        watch: OutsideWatch,
+        tool_policy: ToolPolicy,
         result: AgentResult,
     ) -> StepResult:
-        from bcce.policy.audit import audit_changes
+        from bcce.policy.audit import AuditPolicy, audit_changes
 
         artifacts = context.artifacts
-        try:
-            audit = audit_changes(workspace, policy, tool_policy.budget.usage().edits)
-        finally:
-            workspace.cleanup()
-        (artifacts / "changes.patch").write_text(context.redactor.redact(audit.patch))
+        audit = audit_changes(
+            workspace,
+            AuditPolicy.from_mapping(policy),
+            tool_policy.budget.usage().edits,
+            watch=watch,
+        )
+        patch = context.redactor.redact_bytes(audit.patch)
         (artifacts / "audit.json").write_text(json.dumps(audit.to_dict(), indent=2) + "\n")
         outputs = {
             "result": result.text,
@@ -228,18 +255,8 @@ class AgentExecutor:
             "cost_usd": result.total_cost_usd,
         }
         metrics = {"turns": result.num_turns, "cost_usd": result.total_cost_usd}
-        if result.timed_out:
-            return StepResult(
-                "timed_out",
-                outputs,
-                error="the agent exceeded its timeout; "
-                "its processes were killed and its changes discarded",
-                metrics=metrics,
-            )
-        if result.cancelled:
-            return StepResult("cancelled", outputs, error="cancelled", metrics=metrics)
         if not audit.ok:
-            (artifacts / "changes.patch").rename(artifacts / "rejected.patch")
+            (artifacts / "rejected.patch").write_bytes(patch)
             for violation in audit.violations:
                 context.publish(
                     "policy.denied",
@@ -250,20 +267,30 @@ class AgentExecutor:
                         "reason": violation.reason,
                     },
                 )
-            reasons = "; ".join(f"{v.rule}: {v.reason}" for v in audit.violations)
             return StepResult(
                 "failed",
                 outputs,
                 denied=True,
                 metrics=metrics,
-                error=f"change set rejected by the audit, changes discarded ({reasons})",
+                error="change set rejected by the audit, changes discarded: "
+                + "; ".join(audit.reasons),
             )
+        if result.timed_out:
+            return StepResult(
+                "timed_out",
+                outputs,
+                metrics=metrics,
+                error="the agent exceeded "
+                "its timeout; its processes were killed and its changes discarded",
+            )
+        if result.cancelled:
+            return StepResult("cancelled", outputs, error="cancelled", metrics=metrics)
         if result.error or result.is_error:
             return StepResult(
                 "failed",
                 outputs,
-                error=result.error or f"the agent ended with {result.subtype}: {result.text[:200]}",
                 metrics=metrics,
+                error=result.error or f"the agent ended with {result.subtype}: {result.text[:200]}",
             )
         if self.read_only and audit.files:
             return StepResult(
@@ -273,7 +300,56 @@ class AgentExecutor:
                 metrics=metrics,
                 error="a prompt step changed files; the changes were discarded",
             )
+        (artifacts / "changes.patch").write_bytes(patch)
         return StepResult("succeeded", outputs, metrics=metrics)
+
+
+class _ToolSetWitness:
+    """Logs the calls the tool-set layer stopped: a tool that is not offered never reaches the
+    hook (Claude Code answers "No such tool available"), so it is read off the transcript."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.calls: dict[str, tuple[str, Any]] = {}
+
+    def observe(self, record: dict[str, Any]) -> None:
+        content = record.get("content")
+        if not isinstance(content, list):
+            return
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            if "name" in block and "input" in block and "id" in block:
+                self.calls[str(block["id"])] = (str(block["name"]), block["input"])
+            elif block.get("is_error") and "No such tool available" in str(block.get("content")):
+                name, tool_input = self.calls.get(str(block.get("tool_use_id")), ("?", {}))
+                self.sink(
+                    {
+                        "time": record.get("time"),
+                        "layer": "tools",
+                        "tool": name,
+                        "tool_use_id": block.get("tool_use_id"),
+                        "input": tool_input,
+                        "allowed": False,
+                        "rule": "tool.not_offered",
+                        "reason": f"{name} is not among the step's tools (available_tools)",
+                    }
+                )
+
+
+def _sandbox_settings(workspace: Path, allowed_paths: list[str]) -> dict[str, Any]:
+    """Claude Code's Bash sandbox: the copy is writable except what the policy puts out of
+    reach (top-level entries no allowed path leads into); the audit checks the exact globs."""
+    from bcce.policy.sandbox import claude_code_sandbox_settings, writable_paths
+
+    writable = writable_paths(workspace, allowed_paths)
+    root = Path(workspace).resolve()
+    denied = [
+        entry
+        for entry in sorted(root.iterdir())
+        if not any(w == entry or entry in w.parents or w in entry.parents for w in writable)
+    ]
+    return claude_code_sandbox_settings(deny_write=denied)
 
 
 class PromptExecutor(AgentExecutor):

@@ -8,4 +8,4 @@ def add(a: float, b: float) -> float:
 def mean(values: list[float]) -> float:
     if not values:
         raise ValueError("mean of an empty list")
-    return sum(values) / len(values)
+    return sum(values) // len(values)

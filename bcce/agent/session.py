@@ -107,7 +107,9 @@ async def _run(request: AgentRequest, launcher: Path) -> AgentResult:
     }
     options = ClaudeAgentOptions(
         tools=list(request.tools),
-        allowed_tools=[],
+        # The hook's "allow" is the permission grant; without a hook (tests of the other
+        # layers) the offered tools are pre-approved instead.
+        allowed_tools=[] if request.hooks else list(request.tools),
         disallowed_tools=list(request.disallowed_tools),
         hooks=dict(request.hooks) if request.hooks else None,
         permission_mode="default",

@@ -78,13 +78,26 @@ def policy_statement(policy: StepPolicySettings, tools: list[str]) -> str:
     )
 
 
+LAYERS = frozenset({"tools", "hook", "sandbox", "audit", "timeout"})
+
+
 class AgentExecutor:
-    """Runs one agent (or, with ``read_only``, prompt) step."""
+    """Runs one agent (or, with ``read_only``, prompt) step.
+
+    ``disabled_layers`` exists for the test suite, which proves each layer stops what it covers
+    with the others off; it is not reachable from configuration.
+    """
 
     read_only = False
 
-    def __init__(self, runtime_factory: Any = None) -> None:
+    def __init__(
+        self, runtime_factory: Any = None, *, disabled_layers: frozenset[str] = frozenset()
+    ) -> None:
+        unknown = disabled_layers - LAYERS
+        if unknown:
+            raise ValueError(f"unknown policy layers: {sorted(unknown)}")
         self._runtime_factory = runtime_factory
+        self.disabled = disabled_layers
 
     def execute(self, context: StepContext) -> StepResult:
         from bcce.policy.audit import OutsideWatch
@@ -99,8 +112,12 @@ class AgentExecutor:
             policy = policy.model_copy(update={"max_edits": 0})
         else:
             tools = ToolSet.from_available(raw.get("available_tools") or DEFAULT_AGENT_TOOLS)
+        if "tools" in self.disabled:
+            tools = ToolSet.from_available(
+                ["ReadFile", "Search", "Diff", "Apply", "WriteFile", "Bash"]
+            )
         tier = probe_sandbox()
-        sandboxed = tier.claude_code_ready
+        sandboxed = tier.claude_code_ready and "sandbox" not in self.disabled
         context.publish(
             "policy.isolation",
             {
@@ -210,11 +227,11 @@ class AgentExecutor:
                 home=home,
                 env=endpoint.env,
                 tools=tools,
-                hooks=make_hook_matchers(tool_policy),
+                hooks=None if "hook" in self.disabled else make_hook_matchers(tool_policy),
                 cookie=context.cookie,
                 model=model,
                 max_turns=context.settings.agent.max_turns,
-                deadline=_deadline(context, policy),
+                deadline=None if "timeout" in self.disabled else _deadline(context, policy),
                 should_stop=context.should_stop,
                 on_message=on_message,
                 sandbox=sandbox,
@@ -255,7 +272,7 @@ class AgentExecutor:
             "cost_usd": result.total_cost_usd,
         }
         metrics = {"turns": result.num_turns, "cost_usd": result.total_cost_usd}
-        if not audit.ok:
+        if not audit.ok and "audit" not in self.disabled:
             (artifacts / "rejected.patch").write_bytes(patch)
             for violation in audit.violations:
                 context.publish(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bcce.workflow.process import COOKIE_VARIABLE, kill_cookie
+from bcce.workflow.process import COOKIE_VARIABLE, kill_cookie, processes_with_cookie
 
 #: Variables the SDK sets for the CLI, passed through the wrapper.
 SDK_VARIABLES = (
@@ -32,6 +32,8 @@ SDK_VARIABLES = (
     "PWD",
 )
 BASE_VARIABLES = ("PATH", "LANG", "LC_ALL", "TERM", "TZ", "TMPDIR")
+#: Seconds without any process carrying the session's cookie before the CLI counts as gone.
+CLI_GONE_AFTER = 2.0
 
 
 @dataclass
@@ -136,6 +138,7 @@ async def _run(request: AgentRequest, launcher: Path) -> AgentResult:
                 _fill(result, message)
 
     task = asyncio.create_task(consume())
+    last_seen = time.monotonic()
     try:
         while not task.done():
             remaining = None if request.deadline is None else request.deadline - time.monotonic()
@@ -146,6 +149,14 @@ async def _run(request: AgentRequest, launcher: Path) -> AgentResult:
                 result.cancelled = True
                 break
             await asyncio.wait({task}, timeout=0.1 if remaining is None else min(0.1, remaining))
+            # The SDK waits long for a CLI that died before its handshake: notice it ourselves.
+            now = time.monotonic()
+            if now - last_seen > CLI_GONE_AFTER and not task.done():
+                if processes_with_cookie(request.cookie):
+                    last_seen = now
+                else:
+                    result.error = "Claude Code exited before finishing the session"
+                    break
         if task.done():
             exception = task.exception()
             if exception is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from bcce.doctor.registry import Check, CheckResult, DoctorContext
@@ -107,3 +108,68 @@ aws_credentials = Check(
     name="aws", title="AWS credentials and region", run=_aws, order=30, required=_aws_required
 )
 claude_code = Check(name="claude-code", title="Claude Code", run=_claude_code, order=40)
+
+
+def _claude_code_session(ctx: DoctorContext) -> CheckResult:
+    """A real one-turn session against the scripted model server: the CLI starts, talks to a
+    model endpoint and reports a result (no network beyond 127.0.0.1, no cost)."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from bcce.agent.endpoint import QUIET
+    from bcce.agent.session import AgentRequest, run_session
+    from bcce.testing.model_server import ScriptedModelServer
+
+    assert ctx.app is not None
+    runtime = ctx.app.agent.runtime()
+    info = runtime.locate()
+    script = {"turns": [{"text": "bcce doctor: ok"}]}
+    with (
+        tempfile.TemporaryDirectory(prefix="bcce-doctor-") as scratch,
+        ScriptedModelServer(script) as server,
+    ):
+        root = Path(scratch)
+        (root / "home").mkdir()
+        env = {
+            **QUIET,
+            "CLAUDE_CODE_USE_BEDROCK": "0",
+            "ANTHROPIC_BASE_URL": server.url,
+            "ANTHROPIC_API_KEY": "doctor",
+        }
+        started = time.monotonic()
+        result = run_session(
+            AgentRequest(
+                prompt="Say ok.",
+                workspace=root,
+                home=root / "home",
+                cli=info.path,
+                env=env,
+                tools=["Read"],
+                disallowed_tools=[],
+                hooks=None,
+                cookie=f"doctor:{os.getpid()}",
+                deadline=time.monotonic() + 60,
+            ),
+            root,
+        )
+    took = time.monotonic() - started
+    if result.is_error or result.text != "bcce doctor: ok":
+        return CheckResult.fail(
+            f"Claude Code {info.version} did not complete a session: "
+            f"{result.error or result.subtype} {result.text[:120]}".strip(),
+            "run `bcce doctor --json` and check the Claude Code installation "
+            "(reinstall claude-agent-sdk or fix agent.cli_path)",
+        )
+    return CheckResult.ok(
+        f"Claude Code {info.version} completed a scripted session in {took:.1f}s",
+        seconds=round(took, 2),
+    )
+
+
+claude_code_session = Check(
+    name="claude-code-session",
+    title="Claude Code runs",
+    run=_claude_code_session,
+    order=45,
+)

@@ -40,8 +40,22 @@ def _doctor_json(app: Application, *args: str) -> tuple[int, dict[str, Any]]:
     return result.exit_code, json.loads(result.stdout)
 
 
+# The ready app's Claude Code is a stand-in that only answers --version, so the session check
+# (which runs a real scripted session) is left to its own tests below.
+FOUNDATION_CHECKS = [
+    "--check",
+    "python",
+    "--check",
+    "configuration",
+    "--check",
+    "aws",
+    "--check",
+    "claude-code",
+]
+
+
 def test_doctor_exits_0_when_every_required_check_passes(ready_app: Application) -> None:
-    result = CliRunner().invoke(cli, ["doctor"], obj=ready_app)
+    result = CliRunner().invoke(cli, ["doctor", *FOUNDATION_CHECKS], obj=ready_app)
 
     assert result.exit_code == 0, result.output
     assert "✓ Python version: Python 3." in result.stdout
@@ -124,7 +138,7 @@ def test_doctor_json_lists_every_check_with_status_message_and_fix(
 
 
 def test_doctor_json_of_the_builtin_checks(ready_app: Application) -> None:
-    code, data = _doctor_json(ready_app)
+    code, data = _doctor_json(ready_app, *FOUNDATION_CHECKS)
 
     assert code == 0
     checks = {c["name"]: c for c in data["checks"]}
@@ -239,3 +253,28 @@ def test_the_aws_check_reports_sts_refusing_the_credentials(
     assert code == ExitCode.RUN_FAILED
     assert "STS GetCallerIdentity failed in us-east-1" in data["checks"][0]["message"]
     assert "ExpiredToken" in data["checks"][0]["message"]
+
+
+def test_the_session_check_runs_the_real_claude_code_offline(
+    bcce_make_app: Callable[..., Application],
+) -> None:
+    app = bcce_make_app(agent={"provider": "scripted"})
+
+    code, data = _doctor_json(app, "--check", "claude-code-session")
+
+    assert code == 0, data
+    (check,) = data["checks"]
+    assert check["status"] == "ok"
+    assert "completed a scripted session" in check["message"]
+
+
+def test_the_session_check_fails_with_a_fix_when_claude_code_cannot_hold_a_session(
+    ready_app: Application,
+) -> None:
+    code, data = _doctor_json(ready_app, "--check", "claude-code-session")
+
+    assert code == ExitCode.RUN_FAILED
+    (check,) = data["checks"]
+    assert check["status"] == "fail"
+    assert "did not complete a session" in check["message"]
+    assert check["fix"]

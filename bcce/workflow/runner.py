@@ -428,8 +428,19 @@ class _Execution:
                 "kept": sorted(self.keep),
             },
         )
+        # validate and plan happened before the run could be recorded (a workflow that does not
+        # validate never gets a run); they are recorded now, then execution starts.
+        self._phase("validate", digest=self.workflow.digest)
+        self._phase("plan", steps=len(self.recorder.state.order), kept=len(self.keep))
+        self._phase("execute")
+
+    def _phase(self, phase: str, **details: Any) -> None:
+        """The seed's phases: validate, plan, execute, monitor, complete."""
+        self.recorder.record("run", None, phase=phase)
+        self.publish("workflow.phase", {"phase": phase, **details})
 
     def _complete(self, top: _Scope, started: float) -> RunResult:
+        self._phase("monitor")  # every step has an outcome: take stock of them
         steps = self.recorder.state.steps
         # The run fails when a top-level step concludes failure; nested failures count only
         # through their parents (a composite with on_error: continue absorbs its children's).
@@ -453,6 +464,7 @@ class _Execution:
             status, code = "awaiting_approval", ExitCode.OK
         else:
             status, code = "succeeded", ExitCode.OK
+        self._phase("complete", status=status)
         error = f"failed steps: {', '.join(failed)}" if status == "failed" else None
         if status == "failed" and self.timed_out and self.workflow.max_runtime_seconds:
             error = f"max_runtime_seconds ({self.workflow.max_runtime_seconds}) exceeded; {error}"

@@ -43,6 +43,7 @@ class RunState:
     run_id: str
     workflow: dict[str, Any]
     status: RunStatus = "pending"
+    phase: str = "validate"
     created_at: str = field(default_factory=utcnow)
     started_at: str | None = None
     finished_at: str | None = None
@@ -61,6 +62,7 @@ class RunState:
             "run_id": self.run_id,
             "workflow": self.workflow,
             "status": self.status,
+            "phase": self.phase,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
@@ -80,6 +82,7 @@ class RunState:
             run_id=data["run_id"],
             workflow=dict(data.get("workflow") or {}),
             status=data.get("status", "pending"),
+            phase=data.get("phase", "validate"),
             created_at=data.get("created_at") or utcnow(),
             started_at=data.get("started_at"),
             finished_at=data.get("finished_at"),

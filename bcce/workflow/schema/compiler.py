@@ -29,7 +29,7 @@ _Keys = frozenset[Any] | set[Any]
 _Annotator = Callable[[Any], _Keys | None]
 
 _NO_KEYS: frozenset[Any] = frozenset()
-_ANY_KEY = "\x00any key"  # marks an unbounded set of names in the static bound below
+_ANY_KEY = object()  # in a static bound below: names without limit
 _ANNOTATIONS = frozenset(
     {
         "$comment",

@@ -37,4 +37,5 @@ class WorkflowContainer(containers.DeclarativeContainer):
         policy=policy.engine,
         settings=settings,
         storage=storage.backend,
+        agent_runtime=agent.runtime,
     )

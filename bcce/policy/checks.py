@@ -1,13 +1,20 @@
-"""One policy question at a time: the checks ``bcce policy check`` answers."""
+"""One policy question at a time: what ``bcce policy check`` answers.
+
+The answer comes from the agent step's own PreToolUse decision (:class:`ToolPolicy`), asked
+about a single Read, Write or Bash call, so administrators see exactly the rule the hook applies.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from bcce.policy.commands import CommandAllowlist
 from bcce.policy.decision import Decision
-from bcce.policy.paths import PathScope
+from bcce.policy.hook import ToolPolicy
+from bcce.policy.tools import ToolSet
 from bcce.settings.model import StepPolicySettings
+
+ALL_TOOLS = ("ReadFile", "Search", "Diff", "Apply", "WriteFile", "Bash")
 
 
 def check_against(
@@ -18,15 +25,15 @@ def check_against(
     read: str | None = None,
     write: str | None = None,
 ) -> Decision:
-    """The decision the agent-step layers would make on one command or path."""
+    """The hook's decision on one command, one read or one write under ``policy``."""
+    decider = ToolPolicy.from_step(policy, workspace.resolve(), ToolSet.from_available(ALL_TOOLS))
     if command is not None:
-        if policy.cmd_allowlist is None:
-            return Decision.deny(
-                "cmd.no_allowlist", "the policy allows no commands (no cmd_allowlist)"
-            )
-        return CommandAllowlist(policy.cmd_allowlist).check(command)
-    scope = PathScope(workspace.resolve(), policy.allowed_paths)
+        return decider.decide("Bash", {"command": command})
+    target = write if write is not None else read
+    assert target is not None
+    if not (target.startswith("~") or Path(target).is_absolute()):
+        # Claude Code hands the hook absolute paths, resolved against its working directory.
+        target = os.path.join(workspace.resolve(), target)  # noqa: PTH118 - keep `..` as given
     if write is not None:
-        return scope.check(write, for_write=True)
-    assert read is not None
-    return scope.check(read, for_write=False)
+        return decider.decide("Write", {"file_path": target, "content": ""})
+    return decider.decide("Read", {"file_path": target})

@@ -12,6 +12,7 @@ Changes never reach the user's tree here: they are kept as ``changes.patch`` for
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,9 +218,15 @@ class AgentExecutor:
             tool_policy = ToolPolicy.from_step(
                 policy, workspace, tools, on_decision=on_decision, redact=context.redactor.redact
             )
-            runtime = (self._runtime_factory or ClaudeCodeRuntime)(context.settings.agent.cli_path)
-            home = artifacts / "home"
-            home.mkdir(exist_ok=True)
+            runtime = (
+                self._runtime_factory(context.settings.agent.cli_path)
+                if self._runtime_factory
+                else context.agent_runtime or ClaudeCodeRuntime(context.settings.agent.cli_path)
+            )
+            # A private HOME, gone after the session: Claude Code keeps its own unredacted
+            # session log there; the redacted transcript is the record.
+            home_dir = tempfile.TemporaryDirectory(prefix="bcce-agent-home-")
+            home = Path(home_dir.name)
             result = runtime.run(
                 prompt=build_prompt(context, policy, list(tools.allowed)),
                 system_append=policy_statement(policy, list(tools.allowed)),
@@ -241,6 +248,8 @@ class AgentExecutor:
             endpoint.close()
             decisions.close()
             transcript.close()
+            if "home_dir" in locals():
+                home_dir.cleanup()
         _write_transcript_markdown(artifacts)
         _write_usage(artifacts, result, model, context)
         return result, tool_policy
@@ -272,6 +281,16 @@ class AgentExecutor:
             "cost_usd": result.total_cost_usd,
         }
         metrics = {"turns": result.num_turns, "cost_usd": result.total_cost_usd}
+        if result.timed_out:
+            return StepResult(
+                "timed_out",
+                outputs,
+                metrics=metrics,
+                error="the agent exceeded "
+                "its timeout; its processes were killed and its changes discarded",
+            )
+        if result.cancelled:
+            return StepResult("cancelled", outputs, error="cancelled", metrics=metrics)
         if not audit.ok and "audit" not in self.disabled:
             (artifacts / "rejected.patch").write_bytes(patch)
             for violation in audit.violations:
@@ -292,16 +311,6 @@ class AgentExecutor:
                 error="change set rejected by the audit, changes discarded: "
                 + "; ".join(audit.reasons),
             )
-        if result.timed_out:
-            return StepResult(
-                "timed_out",
-                outputs,
-                metrics=metrics,
-                error="the agent exceeded "
-                "its timeout; its processes were killed and its changes discarded",
-            )
-        if result.cancelled:
-            return StepResult("cancelled", outputs, error="cancelled", metrics=metrics)
         if result.error or result.is_error:
             return StepResult(
                 "failed",

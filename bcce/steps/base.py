@@ -41,6 +41,7 @@ class StepContext:
     approval: Approval | None = None  # given on the command line (--approve / --reject)
     approver: Approver | None = None  # asks a person at the terminal
     approval_gates: Sequence[ApprovalGate] = ()
+    agent_runtime: Any = None  # the container's agent.runtime choice
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import hashlib
 import json
 import os
 import queue
@@ -51,6 +52,7 @@ from bcce.workflow.state import (
 from bcce.workflow.templating import render_data
 
 if TYPE_CHECKING:
+    from bcce.agent.runtime import AgentRuntime
     from bcce.core.ids import IdGenerator
     from bcce.core.redaction import Redactor
     from bcce.policy.engine import PolicyEngine
@@ -98,6 +100,7 @@ class WorkflowRunner:
         settings: BcceSettings,
         storage: StorageBackend | None = None,
         approval_gates: Sequence[ApprovalGate] = (),
+        agent_runtime: AgentRuntime | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.registry = registry
@@ -109,6 +112,7 @@ class WorkflowRunner:
         self.settings = settings
         self.environ = dict(os.environ if environ is None else environ)
         self.approval_gates = list(approval_gates)
+        self.agent_runtime = agent_runtime
         self.artifacts = ArtifactPublisher(storage, store.root) if storage is not None else None
 
     # -- loading ---------------------------------------------------------------------------
@@ -203,7 +207,7 @@ class WorkflowRunner:
             )
         recorder = self.store.open(run_id)
         # Leftovers of a driver that died with steps running end before anything re-runs.
-        kill_cookie(f"{run_id}:")
+        kill_cookie(run_cookie(recorder.directory))
         with contextlib.suppress(FileNotFoundError):
             (recorder.directory / CANCEL_REQUEST).unlink()
         rerun = set(order[order.index(from_step) :]) if from_step else set()
@@ -243,7 +247,7 @@ class WorkflowRunner:
                 with contextlib.suppress(FileNotFoundError):
                     (directory / CANCEL_REQUEST).unlink()
                 return f"run {run_id} already {recorder.state.status}"
-            killed = kill_cookie(f"{run_id}:")
+            killed = kill_cookie(run_cookie(recorder.directory))
             for step_id, info in recorder.state.steps.items():
                 if info.get("status") not in FINISHED_STEP:
                     recorder.record("step", step_id, status="cancelled", finished_at=utcnow())
@@ -386,6 +390,7 @@ class _Execution:
         self.events_file = (recorder.directory / "events.jsonl").open("a", encoding="utf-8")
         self.denied = False
         self.timed_out = False
+        self.paused: str | None = None  # the step awaiting approval, once one is
         self._last_cancel_check = 0.0
 
     # -- the phases -------------------------------------------------------------------------
@@ -404,7 +409,7 @@ class _Execution:
                 self.recorder.snapshot()
             raise
         finally:
-            kill_cookie(f"{self.run_id}:")
+            kill_cookie(run_cookie(self.recorder.directory))
             self.runner.bus.unsubscribe("*", subscription)
             self.events_file.close()
             self.recorder.release()
@@ -568,6 +573,11 @@ class _Execution:
 
     # -- steps ------------------------------------------------------------------------------
     def _run_step(self, step: Step, scope: _Scope) -> None:
+        if self.paused is not None and step.id not in self.keep:
+            # Everything after a step waiting for approval waits too; resume runs it.
+            for item in step.walk():
+                self._record_step(item.id, status="pending", reason=f"waiting for {self.paused}")
+            return
         if step.id in self.keep:
             self.publish(
                 "step.kept", {"step": step.id, "reason": "succeeded in an earlier attempt"}
@@ -730,11 +740,12 @@ class _Execution:
             policy=self.runner.policy,
             settings=self.settings,
             echo=echo,
-            cookie=f"{self.run_id}:{step.id}:{attempt}",
+            cookie=f"{run_cookie(self.recorder.directory)}{step.id}:{attempt}",
             step_states=self.recorder.state.steps,
             approval=self.options.approval,
             approver=self.options.approver,
             approval_gates=self.runner.approval_gates,
+            agent_runtime=self.runner.agent_runtime,
         )
         try:
             result: StepResult = executor.execute(context)
@@ -787,6 +798,7 @@ class _Execution:
             conclusion = "success"
         if result.status == "awaiting_approval":
             outcome = conclusion = "pending"
+            self.paused = step.id
         if conclusion == "failure":
             scope.record_failure()
         if result.denied:
@@ -935,6 +947,13 @@ class _Execution:
                 return True
             self.cancelled.wait(min(remaining, 0.05))
         return self._stop_requested()
+
+
+def run_cookie(run_dir: Path) -> str:
+    """The prefix of every cookie a run's processes carry: the run's directory (not only its id,
+    which another state directory may reuse) identifies them."""
+    digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:12]
+    return f"{run_dir.name}.{digest}:"
 
 
 def _count_lines(path: Path) -> int:

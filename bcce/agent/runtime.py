@@ -10,16 +10,14 @@ import importlib.util
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bcce.errors import BcceError
 
 if TYPE_CHECKING:
-    from bcce.agent.session import AgentResult
-    from bcce.policy.tools import ToolSet
+    from bcce.agent.session import AgentRequest, AgentResult
 
 
 @dataclass(frozen=True)
@@ -39,25 +37,7 @@ class AgentRuntime(Protocol):
         """Find the agent program and its version; raise :class:`BcceError` saying how to fix it."""
         ...
 
-    def run(
-        self,
-        *,
-        prompt: str,
-        system_append: str,
-        workspace: Path,
-        home: Path,
-        env: Mapping[str, str],
-        tools: ToolSet,
-        hooks: Mapping[Any, Any] | None,
-        cookie: str,
-        model: str | None,
-        max_turns: int | None,
-        deadline: float | None,
-        should_stop: Callable[[], bool],
-        on_message: Callable[[dict[str, Any]], None],
-        sandbox: Mapping[str, Any] | None,
-        launcher_dir: Path,
-    ) -> AgentResult:
+    def run(self, request: AgentRequest, launcher_dir: Path) -> AgentResult:
         """Run one agent session in ``workspace`` until it ends, times out or is stopped."""
         ...
 
@@ -105,46 +85,14 @@ class ClaudeCodeRuntime:
             hint="pip install claude-agent-sdk (it bundles the CLI), or set agent.cli_path",
         )
 
-    def run(
-        self,
-        *,
-        prompt: str,
-        system_append: str,
-        workspace: Path,
-        home: Path,
-        env: Mapping[str, str],
-        tools: ToolSet,
-        hooks: Mapping[Any, Any] | None,
-        cookie: str,
-        model: str | None,
-        max_turns: int | None,
-        deadline: float | None,
-        should_stop: Callable[[], bool],
-        on_message: Callable[[dict[str, Any]], None],
-        sandbox: Mapping[str, Any] | None,
-        launcher_dir: Path,
-    ) -> AgentResult:
-        from bcce.agent.session import AgentRequest, run_session
+    def run(self, request: AgentRequest, launcher_dir: Path) -> AgentResult:
+        """Run the session with this runtime's Claude Code (the request's, if it names one)."""
+        import dataclasses
 
-        cli, _source = self._find()
-        request = AgentRequest(
-            prompt=prompt,
-            workspace=workspace,
-            home=home,
-            cli=cli,
-            env=env,
-            tools=list(tools.allowed),
-            disallowed_tools=list(tools.disallowed),
-            hooks=hooks,
-            cookie=cookie,
-            system_append=system_append,
-            model=model,
-            max_turns=max_turns,
-            deadline=deadline,
-            should_stop=should_stop,
-            on_message=on_message,
-            sandbox=sandbox,
-        )
+        from bcce.agent.session import run_session
+
+        if request.cli is None:
+            request = dataclasses.replace(request, cli=self._find()[0])
         return run_session(request, launcher_dir)
 
     def locate(self) -> CliInfo:

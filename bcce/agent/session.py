@@ -43,7 +43,7 @@ class AgentRequest:
     prompt: str
     workspace: Path
     home: Path
-    cli: Path
+    cli: Path | None  # None: the runtime's own Claude Code
     env: Mapping[str, str]
     tools: Sequence[str]
     disallowed_tools: Sequence[str]
@@ -83,7 +83,8 @@ class AgentResult:
 def write_wrapper(request: AgentRequest, directory: Path) -> Path:
     """A launcher that clears the environment and runs the CLI."""
     names = sorted({*request.env, *BASE_VARIABLES, *SDK_VARIABLES, COOKIE_VARIABLE, "HOME"})
-    keep = " ".join(f'"{name}=${{{name}}}"' for name in names)
+    # ${NAME+"NAME=$NAME"}: passed only when set (an empty TMPDIR is not an unset one).
+    keep = " ".join(f'${{{name}+"{name}=${name}"}}' for name in names)
     script = directory / "claude-launcher.sh"
     script.write_text(
         "#!/bin/sh\n"
@@ -96,6 +97,8 @@ def write_wrapper(request: AgentRequest, directory: Path) -> Path:
 
 def run_session(request: AgentRequest, launcher_dir: Path) -> AgentResult:
     """Run one session to its end, its deadline, or a stop request."""
+    if request.cli is None:
+        raise ValueError("the request names no Claude Code executable")
     return asyncio.run(_run(request, write_wrapper(request, launcher_dir)))
 
 

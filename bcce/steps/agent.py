@@ -173,6 +173,7 @@ class AgentExecutor:
     ) -> tuple[AgentResult, ToolPolicy]:
         from bcce.agent.endpoint import open_endpoint
         from bcce.agent.runtime import ClaudeCodeRuntime
+        from bcce.agent.session import AgentRequest
         from bcce.policy.hook import ToolPolicy, make_hook_matchers
 
         step, artifacts = context.step, context.artifacts
@@ -227,13 +228,15 @@ class AgentExecutor:
             # session log there; the redacted transcript is the record.
             home_dir = tempfile.TemporaryDirectory(prefix="bcce-agent-home-")
             home = Path(home_dir.name)
-            result = runtime.run(
+            request = AgentRequest(
                 prompt=build_prompt(context, policy, list(tools.allowed)),
                 system_append=policy_statement(policy, list(tools.allowed)),
                 workspace=workspace,
                 home=home,
+                cli=None,
                 env=endpoint.env,
-                tools=tools,
+                tools=list(tools.allowed),
+                disallowed_tools=list(tools.disallowed),
                 hooks=None if "hook" in self.disabled else make_hook_matchers(tool_policy),
                 cookie=context.cookie,
                 model=model,
@@ -242,8 +245,8 @@ class AgentExecutor:
                 should_stop=context.should_stop,
                 on_message=on_message,
                 sandbox=sandbox,
-                launcher_dir=artifacts,
             )
+            result = runtime.run(request, artifacts)
         finally:
             endpoint.close()
             decisions.close()

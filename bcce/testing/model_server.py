@@ -125,7 +125,7 @@ class ScriptedModelServer:
         self._http = _HttpServer((HOST, self._requested_port), self)
         self._thread = threading.Thread(
             target=self._http.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.01},
             name=f"scripted-model-{self.port}",
             daemon=True,
         )

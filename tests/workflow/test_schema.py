@@ -892,6 +892,8 @@ def _steps_of(document: dict[str, Any]) -> list[dict[str, Any]]:
     pending = list(document["steps"])
     while pending:
         step = pending.pop()
+        if not isinstance(step, dict):
+            continue
         found.append(step)
         for key in CHILD_KEYS:
             if isinstance(step.get(key), list):
@@ -905,18 +907,23 @@ def _unknown_key(data: st.DataObject, step: dict[str, Any]) -> None:
 
 
 def _foreign_key(data: st.DataObject, step: dict[str, Any]) -> None:
-    foreign = [k for k in ALL_STEP_KEYS if k not in KEYS_OF_TYPE.get(step["type"], ALL_STEP_KEYS)]
+    step_type = step.get("type")
+    allowed = KEYS_OF_TYPE.get(step_type, ()) if isinstance(step_type, str) else ()
+    foreign = [k for k in ALL_STEP_KEYS if allowed and k not in allowed]
     key = data.draw(st.sampled_from(foreign or ["then"]))
     step[key] = data.draw(VALID[key] if key in VALID else st.lists(_v1_step, min_size=1))
 
 
 def _broken_value(data: st.DataObject, step: dict[str, Any]) -> None:
-    key = data.draw(st.sampled_from(sorted(k for k in step if k in BROKEN)))
-    step[key] = data.draw(st.sampled_from(BROKEN[key]) | _json)
+    keys = sorted(k for k in step if k in BROKEN)
+    if keys:
+        key = data.draw(st.sampled_from(keys))
+        step[key] = data.draw(st.sampled_from(BROKEN[key]) | _json)
 
 
 def _dropped_key(data: st.DataObject, step: dict[str, Any]) -> None:
-    del step[data.draw(st.sampled_from(sorted(step)))]
+    if step:
+        del step[data.draw(st.sampled_from(sorted(step, key=str)))]
 
 
 def _retyped(data: st.DataObject, step: dict[str, Any]) -> None:
@@ -957,6 +964,12 @@ def test_valid_workflow_generator_yields_only_valid_documents() -> None:
     check()
 
 
+def _keyed(key: object, value: object) -> dict[str, Any]:
+    # YAML can give keys JSON cannot (an integer, say); the annotation would refuse them.
+    mapping: dict[Any, Any] = {key: value}
+    return mapping
+
+
 EDGE_VALUES = {
     "bool-as-integer": workflow(cmd(timeout_seconds=True)),
     "whole-float-as-integer": workflow(cmd(timeout_seconds=60.0)),
@@ -967,15 +980,15 @@ EDGE_VALUES = {
     "repeated-needs": workflow(cmd(needs=["a", "a"])),
     "list-as-enum-value": workflow(cmd(on_error=["fail"])),
     "newline-after-id": workflow(cmd(id="a\n")),
-    "integer-output-name": workflow(cmd(outputs={1: "x"})),
+    "integer-output-name": workflow(cmd(outputs=_keyed(1, "x"))),
     "newline-after-type": workflow({"id": "s", "type": "cmd\n", "command": "x"}),
-    "integer-key-on-builtin": workflow({"id": "s", "type": "cmd", "command": "x", 1: "y"}),
-    "integer-key-on-plugin": workflow({"id": "s", "type": "acme:lint", 1: "y"}),
+    "integer-key-on-builtin": workflow(cmd() | _keyed(1, "y")),
+    "integer-key-on-plugin": workflow({"id": "s", "type": "acme:lint"} | _keyed(1, "y")),
     "plugin-with-broken-known-key": workflow(
         {"id": "s", "type": "acme:lint", "then": [cmd()], "approve": "yes"}
     ),
     "list-as-type": workflow({"id": "s", "type": ["cmd"], "command": "x"}),
-    "odd-env": workflow(cmd(), env={1: 2, "seed": 1.0}),
+    "odd-env": workflow(cmd(), env=_keyed(1, 2) | {"seed": 1.0}),
     "tuple-of-steps": {"version": 1, "workflow": "w", "steps": (cmd(),)},
 }
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -45,3 +47,22 @@ def load_policy(name_or_path: str) -> StepPolicySettings:
             location=str(mark) if mark else str(path),
             hint="policy keys: timeout_seconds, max_files, max_edits, allowed_paths, cmd_allowlist",
         ) from None
+
+
+def expand_policy(declared: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A step's ``policy`` as plain keys: a preset's name, or keys refining an optional preset.
+
+    The result keeps ``preset`` (for display); unknown presets are a :class:`ConfigError`.
+    """
+    if isinstance(declared, str):
+        declared = {"preset": declared}
+    name = declared.get("preset")
+    if name is None:
+        return dict(declared)
+    if name not in preset_names():
+        raise ConfigError(
+            f"unknown policy preset {name!r}",
+            hint=f"presets: {', '.join(preset_names()) or 'none'} (config/policies/)",
+        )
+    base = load_policy(str(name)).model_dump(exclude_unset=True)
+    return {**base, **declared}

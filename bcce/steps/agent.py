@@ -36,7 +36,8 @@ def effective_policy(context: StepContext) -> StepPolicySettings:
     from bcce.settings.model import StepPolicySettings
 
     default = context.policy.default_step_policy()
-    declared = context.step.raw.get("policy") or {}
+    declared = dict(context.step.raw.get("policy") or {})
+    declared.pop("preset", None)  # already expanded by the loader
     merged = {**default.model_dump(), **{k: v for k, v in declared.items() if v is not None}}
     if merged.get("cmd_allowlist") is None and context.policy.settings.cmd_allowlist is not None:
         merged["cmd_allowlist"] = list(context.policy.settings.cmd_allowlist)

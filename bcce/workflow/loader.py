@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bcce.core.strict_yaml import Limits, YamlDocument, load_yaml
-from bcce.errors import WorkflowError
+from bcce.errors import ConfigError, WorkflowError
 from bcce.workflow.expressions import ExpressionError, parse
 from bcce.workflow.model import CONTROL_TYPES, RetryPolicy, Step, Workflow
 from bcce.workflow.substitution import UndefinedVariable, substitute
@@ -148,6 +148,13 @@ class _Loader:
     # -- steps ----------------------------------------------------------------------------
     def _step(self, raw: dict[str, Any], path: tuple[str | int, ...]) -> Step:
         step_type = raw["type"]
+        if raw.get("policy") is not None:
+            from bcce.policy.presets import expand_policy
+
+            try:
+                raw = {**raw, "policy": expand_policy(raw["policy"])}
+            except ConfigError as exc:
+                raise self.error(exc.message, (*path, "policy"), hint=exc.hint) from None
         needs_raw = raw.get("needs")
         needs = (needs_raw,) if isinstance(needs_raw, str) else tuple(needs_raw or ())
         retry = None

@@ -196,9 +196,19 @@ class Ran:
         return (self.directory / step_id / name).read_text(encoding="utf-8")
 
     def events(self, prefixes: tuple[str, ...] = ("workflow.", "step.")) -> list[dict[str, Any]]:
+        """Events of the run whose type starts with one of ``prefixes``; the phase markers
+        (``workflow.phase``) only when asked for by name."""
         lines = (self.directory / "events.jsonl").read_text(encoding="utf-8").splitlines()
         events = [json.loads(line) for line in lines]
-        return [e for e in events if e["type"].startswith(prefixes)]
+        return [
+            e
+            for e in events
+            if e["type"].startswith(prefixes)
+            and (e["type"] != "workflow.phase" or "workflow.phase" in prefixes or "" in prefixes)
+        ]
+
+    def phases(self) -> list[str]:
+        return [e["payload"]["phase"] for e in self.events(prefixes=("workflow.phase",))]
 
 
 @pytest.fixture

@@ -239,6 +239,20 @@ def test_events_are_written_to_events_jsonl_in_order(run_workflow: RunWorkflow) 
     assert {e["run_id"] for e in all_events} == {"run-1"}
 
 
+def test_a_run_goes_through_the_five_phases_in_order(run_workflow: RunWorkflow) -> None:
+    ran = run_workflow(
+        """
+        version: 1
+        workflow: phases
+        steps:
+          - {id: a, type: cmd, command: 'true'}
+        """
+    )
+
+    assert ran.phases() == ["validate", "plan", "execute", "monitor", "complete"]
+    assert ran.state["phase"] == "complete"
+
+
 def test_a_failed_run_publishes_step_failed_skipped_and_workflow_failed(
     run_workflow: RunWorkflow,
 ) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import gc
 import json
 import shlex
 import time
@@ -152,9 +153,10 @@ async def _run(request: AgentRequest, launcher: Path) -> AgentResult:
                 result.cancelled = True
                 break
             await asyncio.wait({task}, timeout=0.1 if remaining is None else min(0.1, remaining))
-            # The SDK waits long for a CLI that died before its handshake: notice it ourselves.
+            # The SDK waits long for a CLI that died before its handshake: notice it ourselves
+            # (once the result has arrived, the CLI exiting is the normal end).
             now = time.monotonic()
-            if now - last_seen > CLI_GONE_AFTER and not task.done():
+            if result.subtype == "none" and now - last_seen > CLI_GONE_AFTER and not task.done():
                 if processes_with_cookie(request.cookie):
                     last_seen = now
                 else:
@@ -166,10 +168,16 @@ async def _run(request: AgentRequest, launcher: Path) -> AgentResult:
                 result.error = f"{type(exception).__name__}: {exception}"
     finally:
         if not task.done():
+            # Stop the processes first (the CLI and everything it started carry the cookie,
+            # escaped sessions included), then let the SDK wind down what it holds.
+            kill_cookie(request.cookie)
             task.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(task, timeout=5)
-        # The CLI and everything it started carry the cookie, escaped sessions included.
+            # The SDK's subprocess transport of a killed CLI is only garbage now: finalise it
+            # while this loop is open, not after asyncio.run has closed it.
+            del task
+            gc.collect()
         kill_cookie(request.cookie)
     if result.duration_ms == 0:
         result.duration_ms = int((time.monotonic() - started) * 1000)

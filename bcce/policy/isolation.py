@@ -198,6 +198,11 @@ class IsolatedWorkspace:
         """The top of the user's repository in ``git-worktree`` mode, else None."""
         return self._repository
 
+    @property
+    def common_dir(self) -> Path | None:
+        """The user's git directory shared with the worktree (``git-worktree`` mode), else None."""
+        return self._common_dir
+
     def git_env(self, **extra: str) -> dict[str, str]:
         """The hardened environment for git on this copy, with ``GIT_DIR``/``GIT_WORK_TREE`` set."""
         home = self._home if self._home is not None else self.git_dir

@@ -12,6 +12,7 @@ Changes never reach the user's tree here: they are kept as ``changes.patch`` for
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 DEFAULT_AGENT_TOOLS = ("ReadFile", "Search", "Diff", "Apply", "WriteFile")
 DEFAULT_FILE_SIZE_LIMIT_KB = 256
+#: What Claude Code's sandbox creates in a repository's git dir (``info/``) while it runs Bash.
+SANDBOX_MARKER = ".claude-sandbox-noreplace"
 
 
 def effective_policy(context: StepContext) -> StepPolicySettings:
@@ -133,8 +136,14 @@ class AgentExecutor:
         model = str(raw.get("model") or context.workflow.model or context.settings.agent.model)
         run_dir = artifacts.parent
         workspace = Workspace().isolate(context.workspace, run_dir, step.id)
+        # Claude Code's Bash sandbox marks the repository's shared git dir; that marker is its
+        # doing, not the agent's: left out of the outside watch, and removed if it is new.
+        marker = workspace.common_dir / "info" / SANDBOX_MARKER if workspace.common_dir else None
+        marker_existed = marker is not None and marker.exists()
         try:
-            watch = OutsideWatch.start(watch_candidates(workspace), exclude=[run_dir])
+            watch = OutsideWatch.start(
+                watch_candidates(workspace), exclude=[run_dir, *([marker] if marker else [])]
+            )
             sandbox = _sandbox_settings(workspace.path, policy.allowed_paths) if sandboxed else None
             (artifacts / "policy.json").write_text(
                 json.dumps(
@@ -162,6 +171,8 @@ class AgentExecutor:
             return self._conclude(context, policy, workspace, watch, tool_policy, result)
         finally:
             workspace.cleanup()
+            if marker is not None and not marker_existed and marker.is_dir():
+                shutil.rmtree(marker, ignore_errors=True)
 
     def _session(
         self,

@@ -345,7 +345,9 @@ def test_unknown_step_key_lists_only_keys_of_that_step_type() -> None:
 def test_unknown_policy_key_is_an_error() -> None:
     step = {"id": "fix", "type": "agent", "policy": {"cmd_allow_list": ["npm"]}}
     issue = issue_at(schema_errors(workflow(step)), "steps", 0, "policy", "cmd_allow_list")
-    assert issue.message.startswith("unknown key 'cmd_allow_list' (allowed: preset, timeout_seconds, ")
+    assert issue.message.startswith(
+        "unknown key 'cmd_allow_list' (allowed: preset, timeout_seconds, "
+    )
     assert issue.hint == "did you mean 'cmd_allowlist'?"
 
 

@@ -57,16 +57,34 @@ def build_prompt(context: StepContext, policy: StepPolicySettings, tools: list[s
     parts = [str(context.render(text or "")).strip()]
     inputs = raw.get("inputs") or {}
     limit = int(inputs.get("file_size_limit_kb", DEFAULT_FILE_SIZE_LIMIT_KB)) * 1024
-    for name in inputs.get("paths") or []:
-        target = (context.workspace / str(name)).resolve()
-        if not target.is_relative_to(context.workspace.resolve()) or not target.is_file():
-            parts.append(f"(input {name}: not a file in the workspace)")
+    for name, target in input_files(context.workspace, inputs.get("paths") or []):
+        size = target.stat().st_size
+        if size > limit:
+            parts.append(f"(input {name}: {size} bytes, over {limit // 1024} KB: skipped)")
             continue
-        data = target.read_bytes()
-        shown = data[:limit].decode("utf-8", "replace")
-        cut = f" (first {limit // 1024} KB of {len(data)} bytes)" if len(data) > limit else ""
-        parts.append(f"--- {name}{cut} ---\n{shown}")
+        parts.append(f"--- {name} ---\n{target.read_bytes().decode('utf-8', 'replace')}")
     return "\n\n".join(p for p in parts if p)
+
+
+MAX_INPUT_FILES = 200
+
+
+def input_files(workspace: Path, patterns: list[str]) -> list[tuple[str, Path]]:
+    """Files matching ``inputs.paths`` globs (``**`` semantics), inside the workspace, in order."""
+    from wcmatch import glob
+
+    root = workspace.resolve()
+    found: dict[str, Path] = {}
+    for pattern in patterns:
+        names = glob.glob(str(pattern), flags=glob.GLOBSTAR | glob.DOTGLOB, root_dir=str(root))
+        for name in sorted(names):
+            target = (root / name).resolve()
+            # Resolved inside the workspace: a symlink cannot smuggle an outside file in.
+            if target.is_relative_to(root) and target.is_file() and name not in found:
+                found[name] = target
+            if len(found) >= MAX_INPUT_FILES:
+                return list(found.items())
+    return list(found.items())
 
 
 def policy_statement(policy: StepPolicySettings, tools: list[str]) -> str:

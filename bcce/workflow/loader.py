@@ -270,6 +270,15 @@ class _Loader:
             if key in ("if", "condition", "steps", "then", "else"):
                 continue
             self._check_templates(value, (*step.location, key))
+        if step.type == "prompt" and step.raw.get("available_tools"):
+            from bcce.policy.tools import ToolSet
+
+            try:
+                ToolSet.for_prompt(list(step.raw["available_tools"]))
+            except ConfigError as exc:
+                raise self.error(
+                    exc.message, (*step.location, "available_tools"), hint=exc.hint
+                ) from None
         prompt_file = step.raw.get("prompt_file")
         if prompt_file and self.options.check_files:
             target = (self.source.parent / prompt_file).resolve()

@@ -6,6 +6,11 @@ The result is the environment Claude Code needs for the chosen provider, plus th
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +34,37 @@ QUIET = {
 
 @dataclass
 class ModelEndpoint:
+    """How Claude Code reaches the model for one step.
+
+    Credentials never go into ``env`` (the agent's shell commands inherit it): they sit in a
+    private directory (``secret_dir``) that Claude Code reads through a credential helper in
+    ``settings``, and that the agent's sandboxed commands cannot read (``denyRead``).
+    """
+
     provider: str
     model: str
     env: dict[str, str]
     secrets: list[str] = field(default_factory=list)
     url: str | None = None
-    close: Callable[[], None] = lambda: None
+    settings: dict[str, Any] = field(default_factory=dict)
+    secret_dir: Path | None = None
+    stop: Callable[[], None] = lambda: None
+
+    def close(self) -> None:
+        self.stop()
+        if self.secret_dir is not None:
+            shutil.rmtree(self.secret_dir, ignore_errors=True)
+
+
+def _secret_file(name: str, content: str) -> tuple[Path, Path]:
+    """A file only this user can read, in a fresh private directory: (directory, file)."""
+    directory = Path(tempfile.mkdtemp(prefix="bcce-credentials-"))
+    directory.chmod(0o700)
+    path = directory / name
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(content)
+    return directory, path
 
 
 def open_endpoint(
@@ -82,12 +112,24 @@ def _bedrock(agent: AgentSettings, aws: AwsSettings, model: str) -> ModelEndpoin
         frozen = credentials.get_frozen_credentials()
         if not frozen.access_key or not frozen.secret_key:
             raise AwsError("the AWS credentials are incomplete", hint="refresh your sign-in")
-        env["AWS_ACCESS_KEY_ID"] = frozen.access_key
-        env["AWS_SECRET_ACCESS_KEY"] = frozen.secret_key
+        exported = {"AccessKeyId": frozen.access_key, "SecretAccessKey": frozen.secret_key}
         secrets.append(frozen.secret_key)
         if frozen.token:
-            env["AWS_SESSION_TOKEN"] = frozen.token
+            exported["SessionToken"] = frozen.token
             secrets.append(frozen.token)
+        # Claude Code's awsCredentialExport reads them; the agent's commands cannot.
+        directory, path = _secret_file(
+            "aws-credentials.json", json.dumps({"Credentials": exported})
+        )
+        return ModelEndpoint(
+            "bedrock",
+            model,
+            env,
+            secrets,
+            agent.base_url,
+            settings={"awsCredentialExport": f"cat {shlex.quote(str(path))}"},
+            secret_dir=directory,
+        )
     return ModelEndpoint("bedrock", model, env, secrets, agent.base_url)
 
 
@@ -99,15 +141,20 @@ def _anthropic(agent: AgentSettings, model: str) -> ModelEndpoint:
             hint="set BCCE_AGENT__API_KEY, or keep it in SSM Parameter Store as a SecureString",
         )
     key = agent.api_key.get_secret_value()
-    env = {
-        **QUIET,
-        "CLAUDE_CODE_USE_BEDROCK": "0",
-        "ANTHROPIC_API_KEY": key,
-        "ANTHROPIC_MODEL": model,
-    }
+    env = {**QUIET, "CLAUDE_CODE_USE_BEDROCK": "0", "ANTHROPIC_MODEL": model}
     if agent.base_url:
         env["ANTHROPIC_BASE_URL"] = agent.base_url
-    return ModelEndpoint("anthropic", model, env, [key], agent.base_url)
+    # Claude Code's apiKeyHelper reads the key; the agent's commands cannot.
+    directory, path = _secret_file("api-key", key)
+    return ModelEndpoint(
+        "anthropic",
+        model,
+        env,
+        [key],
+        agent.base_url,
+        settings={"apiKeyHelper": f"cat {shlex.quote(str(path))}"},
+        secret_dir=directory,
+    )
 
 
 def _scripted(
@@ -135,7 +182,7 @@ def _scripted(
             "ANTHROPIC_API_KEY": "scripted",
             "ANTHROPIC_MODEL": model,
         }
-    return ModelEndpoint("scripted", model, env, [], server.url, server.stop)
+    return ModelEndpoint("scripted", model, env, [], server.url, stop=server.stop)
 
 
 def script_for(configured: Path | None, step_id: str) -> Path:

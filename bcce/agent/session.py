@@ -57,6 +57,7 @@ class AgentRequest:
     should_stop: Callable[[], bool] = lambda: False
     on_message: Callable[[dict[str, Any]], None] = lambda _message: None
     sandbox: Mapping[str, Any] | None = None
+    settings: Mapping[str, Any] | None = None  # Claude Code settings (credential helpers)
     stderr: Callable[[str], None] | None = None
 
 
@@ -129,6 +130,7 @@ async def _run(request: AgentRequest, launcher: Path) -> AgentResult:
         stderr=request.stderr,
         verbatim_prompts=True,  # templated prompts must not trigger @file or /commands
         sandbox=dict(request.sandbox) if request.sandbox else None,  # type: ignore[arg-type]
+        settings=json.dumps(dict(request.settings)) if request.settings else None,
     )
     result = AgentResult()
     started = time.monotonic()

@@ -274,7 +274,8 @@ class AgentExecutor:
                 deadline=None if "timeout" in self.disabled else _deadline(context, policy),
                 should_stop=context.should_stop,
                 on_message=on_message,
-                sandbox=sandbox,
+                sandbox=_deny_reading(sandbox, endpoint.secret_dir),
+                settings=endpoint.settings,
             )
             result = runtime.run(request, artifacts)
         finally:
@@ -394,6 +395,15 @@ class _ToolSetWitness:
                         "reason": f"{name} is not among the step's tools (available_tools)",
                     }
                 )
+
+
+def _deny_reading(sandbox: dict[str, Any] | None, secret_dir: Path | None) -> dict[str, Any] | None:
+    """The agent's sandboxed commands may not read the credentials Claude Code itself uses."""
+    if sandbox is None or secret_dir is None:
+        return sandbox
+    filesystem = dict(sandbox.get("filesystem") or {})
+    filesystem["denyRead"] = [*filesystem.get("denyRead", []), str(secret_dir)]
+    return {**sandbox, "filesystem": filesystem}
 
 
 def _sandbox_settings(workspace: Path, allowed_paths: list[str]) -> dict[str, Any]:

@@ -319,7 +319,7 @@ def _cancel_on_signals(runner: WorkflowRunner, run_id: str) -> Iterator[None]:
         if requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         requested = True
-        click.echo("\nstopping the run (again to interrupt at once)...", err=True)
+        click.echo("\nstopping the run; always() steps still run (again to stop at once)", err=True)
         with contextlib.suppress(BcceError):
             runner.request_cancel(run_id)
 

@@ -47,6 +47,7 @@ from bcce.workflow.state import (
     RunRecorder,
     RunState,
     RunStateStore,
+    append_cancel_request,
     utcnow,
 )
 from bcce.workflow.templating import render_data
@@ -237,7 +238,7 @@ class WorkflowRunner:
         if state.status in TERMINAL_RUN:
             return f"run {run_id} already {state.status}"
         directory = self.store.run_dir(run_id)
-        (directory / CANCEL_REQUEST).write_text(utcnow())
+        append_cancel_request(directory)
         try:
             recorder = self.store.open(run_id)
         except BcceError:
@@ -268,7 +269,7 @@ class WorkflowRunner:
 
     def request_cancel(self, run_id: str) -> None:
         """Ask the process driving ``run_id`` to stop (it polls for the request)."""
-        (self.store.run_dir(run_id) / CANCEL_REQUEST).write_text(utcnow())
+        append_cancel_request(self.store.run_dir(run_id))
 
     def status(self, run_id: str) -> RunState:
         return self.store.load(run_id)
@@ -583,9 +584,14 @@ class _Execution:
                 "step.kept", {"step": step.id, "reason": "succeeded in an earlier attempt"}
             )
             return
+        cleanup = False
         if self._stop_requested() or scope.stopping():
-            self._skip_tree(step, "skipped: the run is stopping", status="cancelled")
-            return
+            # As in GitHub Actions, `if: always()` / `if: cancelled()` steps still run after a
+            # cancel (a second cancel stops them too); everything else is cancelled.
+            if not self._runs_when_cancelled(step, scope):
+                self._skip_tree(step, "skipped: the run is stopping", status="cancelled")
+                return
+            cleanup = True
         if self._out_of_time(scope):
             self._skip_tree(
                 step, "not started: the time limit passed before it could start", status="cancelled"
@@ -610,7 +616,18 @@ class _Execution:
         if step.type in CONTROL_TYPES:
             self._run_control(step, scope)
         else:
-            self._run_leaf(step, scope)
+            self._run_leaf(step, scope, cleanup=cleanup)
+
+    def _runs_when_cancelled(self, step: Step, scope: _Scope) -> bool:
+        if not step.condition or self._hard_stop():
+            return False
+        try:
+            expression = parse(step.condition, roots=EXPRESSION_ROOTS)
+            return expression.has_status_function and expression.should_run(
+                self._expression_context(scope)
+            )
+        except BcceError:
+            return False
 
     def _deadline(self, scope: _Scope) -> float | None:
         limits = [d for d in (self.deadline, scope.earliest_deadline()) if d is not None]
@@ -654,7 +671,7 @@ class _Execution:
         }
         return EvaluationContext(values=values, status=self._status(scope))  # type: ignore[arg-type]
 
-    def _run_leaf(self, step: Step, scope: _Scope) -> None:
+    def _run_leaf(self, step: Step, scope: _Scope, *, cleanup: bool = False) -> None:
         step_type = self.runner.registry.get(step.type)
         executor = step_type.factory()
         artifacts = self.recorder.directory / step.id
@@ -674,7 +691,7 @@ class _Execution:
                     "step.started",
                     {"step": step.id, "name": step.name, "type": step.type, "attempt": attempt},
                 )
-                result = self._execute(step, executor, attempt, artifacts, scope)
+                result = self._execute(step, executor, attempt, artifacts, scope, cleanup=cleanup)
                 tries = attempt - first_attempt
                 if (
                     result.ok
@@ -702,7 +719,14 @@ class _Execution:
         self._finish(step, scope, result, time.monotonic() - started, attempt)
 
     def _execute(
-        self, step: Step, executor: Any, attempt: int, artifacts: Path, scope: _Scope
+        self,
+        step: Step,
+        executor: Any,
+        attempt: int,
+        artifacts: Path,
+        scope: _Scope,
+        *,
+        cleanup: bool = False,
     ) -> StepResult:
         deadline = self._deadline(scope)
         if step.timeout_seconds:
@@ -733,7 +757,9 @@ class _Execution:
             artifacts=artifacts,
             env=self._step_env(step),
             deadline=deadline,
-            should_stop=lambda: self._stop_requested() or scope.stopping(),
+            should_stop=self._hard_stop
+            if cleanup
+            else lambda: self._stop_requested() or scope.stopping(),
             render=render,
             publish=self.publish,
             redactor=self.runner.redactor,
@@ -938,6 +964,10 @@ class _Execution:
             if self.recorder.cancel_requested():
                 self.cancelled.set()
         return self.cancelled.is_set()
+
+    def _hard_stop(self) -> bool:
+        """A second cancel request: even cleanup (`always()`) steps stop."""
+        return self._stop_requested() and self.recorder.cancel_requests() >= 2
 
     def _sleep(self, seconds: float, scope: _Scope) -> bool:
         """Sleep, waking early to stop; True if the run is stopping."""

@@ -157,6 +157,18 @@ class RunRecorder:
     def cancel_requested(self) -> bool:
         return (self.directory / CANCEL_REQUEST).exists()
 
+    def cancel_requests(self) -> int:
+        """How many times cancellation was asked for: the second one stops cleanup steps too."""
+        try:
+            return len((self.directory / CANCEL_REQUEST).read_text().splitlines())
+        except FileNotFoundError:
+            return 0
+
+
+def append_cancel_request(directory: Path) -> None:
+    with (directory / CANCEL_REQUEST).open("a", encoding="utf-8") as handle:
+        handle.write(utcnow() + "\n")
+
 
 class JsonRunStateStore:
     """Run state as ``run.json`` + ``journal.jsonl`` in ``<root>/<run_id>/``."""

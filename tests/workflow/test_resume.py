@@ -477,3 +477,81 @@ def test_event_sequence_numbers_keep_increasing_across_a_resume(
     seqs = [json.loads(line)["seq"] for line in lines]
 
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+
+
+HELD_WITH_CLEANUP = """
+version: 1
+workflow: held-cleanup
+steps:
+  - id: b
+    type: cmd
+    command: >-
+      echo b >> marks; touch b.started;
+      i=0; while [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.01; done
+  - {id: plain, type: cmd, command: 'echo plain >> marks'}
+  - {id: tidy, type: cmd, if: always(), command: 'echo tidy >> marks'}
+  - {id: notify, type: cmd, if: cancelled(), command: 'echo notify >> marks'}
+  - {id: on_fail, type: cmd, if: failure(), command: 'echo on_fail >> marks'}
+"""
+
+
+def test_after_a_cancel_always_and_cancelled_steps_still_run(
+    write_workflow: Callable[..., Path],
+    spawn_bcce: Spawn,
+    bcce: Bcce,
+    tmp_path: Path,
+    run_state: Callable[[str], dict[str, Any]],
+    wait_until: Callable[..., None],
+) -> None:
+    path = write_workflow(HELD_WITH_CLEANUP, name="cleanup.yml")
+    proc = spawn_bcce("workflow", "run", path, "--run-id", "cleanup-1", "--workspace", tmp_path)
+    wait_until(lambda: (tmp_path / "b.started").exists(), what="step b to start")
+
+    assert bcce("workflow", "cancel", "cleanup-1").exit_code == 0
+
+    assert proc.wait(timeout=30) == 130
+    state = run_state("cleanup-1")
+    assert state["status"] == "cancelled"
+    statuses = {s: state["steps"][s]["status"] for s in ("b", "plain", "tidy", "notify", "on_fail")}
+    assert statuses == {
+        "b": "cancelled",
+        "plain": "cancelled",
+        "tidy": "succeeded",
+        "notify": "succeeded",
+        "on_fail": "cancelled",
+    }
+    assert marks(tmp_path) == ["b", "tidy", "notify"]
+
+
+HELD_IN_CLEANUP = """
+version: 1
+workflow: held-in-cleanup
+steps:
+  - {id: b, type: cmd, command: 'touch b.started; sleep 30'}
+  - id: tidy
+    type: cmd
+    if: always()
+    command: 'touch tidy.started; sleep 30; echo tidy >> marks'
+"""
+
+
+def test_a_second_cancel_stops_the_cleanup_steps_too(
+    write_workflow: Callable[..., Path],
+    spawn_bcce: Spawn,
+    bcce: Bcce,
+    tmp_path: Path,
+    run_state: Callable[[str], dict[str, Any]],
+    wait_until: Callable[..., None],
+) -> None:
+    path = write_workflow(HELD_IN_CLEANUP, name="cleanup2.yml")
+    proc = spawn_bcce("workflow", "run", path, "--run-id", "cleanup-2", "--workspace", tmp_path)
+    wait_until(lambda: (tmp_path / "b.started").exists(), what="step b to start")
+    bcce("workflow", "cancel", "cleanup-2")
+    wait_until(lambda: (tmp_path / "tidy.started").exists(), what="the cleanup step to start")
+
+    bcce("workflow", "cancel", "cleanup-2")
+
+    assert proc.wait(timeout=30) == 130
+    state = run_state("cleanup-2")
+    assert state["steps"]["tidy"]["status"] == "cancelled"
+    assert marks(tmp_path) == []

@@ -11,6 +11,8 @@ Changes never reach the user's tree here: they are kept as ``changes.patch`` for
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import shutil
 import tempfile
@@ -162,6 +164,9 @@ class AgentExecutor:
             watch = OutsideWatch.start(
                 watch_candidates(workspace), exclude=[run_dir, *([marker] if marker else [])]
             )
+            # The run directory changes under bcce's own writes, so the watch leaves it out;
+            # what apply_diff will apply (earlier steps' change sets) is fingerprinted instead.
+            earlier = _change_set_digests(run_dir, step.id)
             sandbox = _sandbox_settings(workspace.path, policy.allowed_paths) if sandboxed else None
             (artifacts / "policy.json").write_text(
                 json.dumps(
@@ -186,7 +191,12 @@ class AgentExecutor:
             result, tool_policy = self._session(
                 context, policy, tools, workspace.path, model, sandbox
             )
-            return self._conclude(context, policy, workspace, watch, tool_policy, result)
+            tampered = sorted(
+                name
+                for name, digest in _change_set_digests(run_dir, step.id).items()
+                if earlier.get(name) != digest
+            ) + sorted(set(earlier) - set(_change_set_digests(run_dir, step.id)))
+            return self._conclude(context, policy, workspace, watch, tool_policy, result, tampered)
         finally:
             workspace.cleanup()
             if marker is not None and not marker_existed and marker.is_dir():
@@ -296,8 +306,9 @@ class AgentExecutor:
         watch: OutsideWatch,
         tool_policy: ToolPolicy,
         result: AgentResult,
+        tampered: list[str],
     ) -> StepResult:
-        from bcce.policy.audit import AuditPolicy, audit_changes
+        from bcce.policy.audit import AuditPolicy, AuditViolation, audit_changes
 
         artifacts = context.artifacts
         audit = audit_changes(
@@ -306,6 +317,12 @@ class AgentExecutor:
             tool_policy.budget.usage().edits,
             watch=watch,
         )
+        if tampered:
+            extra = tuple(
+                AuditViolation("audit.outside", name, "an earlier step's change set changed")
+                for name in tampered
+            )
+            audit = dataclasses.replace(audit, ok=False, violations=(*audit.violations, *extra))
         patch = context.redactor.redact_bytes(audit.patch)
         (artifacts / "audit.json").write_text(json.dumps(audit.to_dict(), indent=2) + "\n")
         outputs = {
@@ -395,6 +412,17 @@ class _ToolSetWitness:
                         "reason": f"{name} is not among the step's tools (available_tools)",
                     }
                 )
+
+
+def _change_set_digests(run_dir: Path, own_step: str) -> dict[str, str]:
+    """sha256 of every other step's ``changes.patch`` in the run directory."""
+    digests = {}
+    for path in sorted(run_dir.glob("*/changes.patch")):
+        if path.parent.name != own_step:
+            digests[f"{path.parent.name}/changes.patch"] = hashlib.sha256(
+                path.read_bytes()
+            ).hexdigest()
+    return digests
 
 
 def _deny_reading(sandbox: dict[str, Any] | None, secret_dir: Path | None) -> dict[str, Any] | None:

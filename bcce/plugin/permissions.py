@@ -15,7 +15,7 @@ import fnmatch
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, cast, get_args
+from typing import Final, Literal, get_args
 
 from wcmatch import glob
 
@@ -45,7 +45,7 @@ _SCOPED_HINTS: Final[Mapping[str, str]] = {
 
 @dataclass(frozen=True)
 class Permission:
-    """One permission kind; ``scope`` None means unrestricted, a tuple limits it to those patterns."""
+    """A permission kind; ``scope`` None is unrestricted, a tuple limits it to those patterns."""
 
     kind: PermissionKind
     scope: tuple[str, ...] | None = None
@@ -174,7 +174,7 @@ def _kind(value: object, where: str) -> PermissionKind:
         raise PluginError(
             f"unknown permission {value!r}", hint=f"one of: {', '.join(KINDS)}", key=where
         )
-    return cast(PermissionKind, value)
+    return value
 
 
 def _merge(old: Permission | None, new: Permission) -> Permission:
@@ -188,7 +188,7 @@ def _merge(old: Permission | None, new: Permission) -> Permission:
 def _covers(kind: PermissionKind, pattern: str, target: str) -> bool:
     """Whether ``pattern`` covers ``target`` (a concrete value or a narrower pattern)."""
     if kind in FILESYSTEM_KINDS:
-        if not glob.has_magic(target, flags=_GLOB_FLAGS):
+        if not glob.is_magic(target, flags=_GLOB_FLAGS):
             target = os.path.realpath(target)
         root = pattern.rstrip("/") or "/"
         return target == root or glob.globmatch(target, pattern, flags=_GLOB_FLAGS)

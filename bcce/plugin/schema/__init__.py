@@ -1,6 +1,7 @@
 """The plugin manifest JSON Schema (``bcce.plugin.schema.json``, draft 2020-12) as a resource.
 
-jsonschema takes some 100 ms to import, so it is imported on first use, not with this module.
+Validity is decided by a predicate compiled from the schema (:mod:`bcce.workflow.schema.compiler`),
+some 50 times faster than jsonschema; jsonschema (100 ms to import) explains a rejected manifest.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ import copy
 import functools
 import importlib.resources
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from bcce.workflow.schema.compiler import UnsupportedSchema, compile_predicate
 
 if TYPE_CHECKING:
     # jsonschema ships no type information; `unused-ignore` keeps this clean with stubs.
@@ -34,7 +38,7 @@ def load_schema() -> dict[str, Any]:
 @functools.cache
 def manifest_validator() -> Validator:
     """A draft 2020-12 validator for manifests, built once."""
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
 
     schema = _schema()
     Draft202012Validator.check_schema(schema)
@@ -42,4 +46,24 @@ def manifest_validator() -> Validator:
     return validator
 
 
-__all__ = ["MANIFEST_FILE", "SCHEMA_RESOURCE", "load_schema", "manifest_validator"]
+@functools.cache
+def _predicate() -> Callable[[object], bool]:
+    try:
+        return compile_predicate(_schema(), manifest_validator)
+    except UnsupportedSchema:  # a keyword the compiler lacks: stay correct at jsonschema's speed
+        full = manifest_validator()
+        return lambda document: bool(full.is_valid(document))
+
+
+def is_valid_manifest(document: object) -> bool:
+    """Whether ``document`` satisfies the manifest schema (``manifest_validator().is_valid``)."""
+    return _predicate()(document)
+
+
+__all__ = [
+    "MANIFEST_FILE",
+    "SCHEMA_RESOURCE",
+    "is_valid_manifest",
+    "load_schema",
+    "manifest_validator",
+]

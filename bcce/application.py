@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from dependency_injector import providers
 
 from bcce.errors import ConfigError, PluginError
-from bcce.settings.layers import LayerOptions, load_settings
+from bcce.settings.layers import LayerOptions, load_settings, with_overrides
 from bcce.settings.model import BcceSettings
-from bcce.settings.provenance import Origin, Provenance, dotted
+from bcce.settings.provenance import dotted
 
 if TYPE_CHECKING:
     from bcce.containers.application import Application
@@ -45,37 +44,13 @@ def create_application(
     if settings is None:
         settings = load_settings(options, overrides)
     elif overrides:
-        settings = _with_overrides(settings, overrides)
+        settings = with_overrides(settings, overrides)
     app = Application(settings=providers.Object(settings))
     app.config.from_pydantic(settings)
     _merge_plugin_choices(app)
     _check_selectors(app, settings)
     app.check_dependencies()
     return app
-
-
-def _with_overrides(settings: BcceSettings, overrides: Mapping[str, Any]) -> BcceSettings:
-    from pydantic import ValidationError
-
-    from bcce.settings.layers import Layer, _all_paths, _deep_merge, _plain, _translate
-
-    data = _plain(overrides)
-    try:
-        updated = BcceSettings.model_validate(_deep_merge(settings.model_dump(), data))
-    except ValidationError as exc:
-        raise _translate(exc, [Layer("override", "overrides", data)]) from None
-    origins = dict(settings.provenance.origins)
-    for path in _all_paths(data):
-        if path in origins or not isinstance(_get(data, path), Mapping):
-            origins[path] = Origin("override", "explicit override")
-    updated._provenance = Provenance(origins, sources=settings.provenance.sources)
-    return updated
-
-
-def _get(data: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
-    for part in path:
-        data = data[str(part)]
-    return data
 
 
 def _merge_plugin_choices(app: Application) -> None:

@@ -19,9 +19,6 @@ class IdGenerator:
     def run_id(self) -> str:
         return f"{self._clock.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
-    def event_id(self) -> str:
-        return secrets.token_hex(8)
-
 
 def is_valid_run_id(value: str) -> bool:
     """Run ids become directory names: letters, digits, ``.``, ``_`` and ``-`` only."""

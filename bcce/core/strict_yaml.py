@@ -324,6 +324,14 @@ class _Builder:
         raise self._fail("'<<' must merge a mapping or a list of mappings", node)
 
 
+def dotted(path: Sequence[str | int]) -> str:
+    """``("policy", "default", "max_files")`` -> ``policy.default.max_files``; items as ``[i]``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
 def flatten(data: Mapping[str, Any], prefix: PathKey = ()) -> Iterator[tuple[PathKey, Any]]:
     """Yield ``(path, leaf)`` for every non-mapping value of nested mappings."""
     for key, value in data.items():

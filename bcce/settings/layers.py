@@ -12,7 +12,6 @@ into a :class:`~bcce.errors.ConfigError` that names the key, its origin and what
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import os
@@ -287,13 +286,27 @@ def load_settings(
         _current.reset(token)
 
 
-@contextlib.contextmanager
-def using_layers(stack: LayerStack) -> Iterator[None]:
-    token = _current.set(stack)
+def with_overrides(settings: BcceSettings, overrides: Mapping[str, Any]) -> BcceSettings:
+    """``settings`` with ``overrides`` as a new highest layer (validated, provenance kept)."""
+    from bcce.settings.model import BcceSettings
+
+    data = _plain(overrides)
     try:
-        yield
-    finally:
-        _current.reset(token)
+        updated = BcceSettings.model_validate(_deep_merge(settings.model_dump(), data))
+    except ValidationError as exc:
+        raise _translate(exc, [Layer("override", "overrides", data)]) from None
+    origins = dict(settings.provenance.origins)
+    for path in _all_paths(data):
+        if path in origins or not isinstance(_get(data, path), Mapping):
+            origins[path] = Origin("override", "explicit override")
+    updated._provenance = Provenance(origins, sources=settings.provenance.sources)
+    return updated
+
+
+def _get(data: Mapping[str, Any], path: PathKey) -> Any:
+    for part in path:
+        data = data[str(part)]
+    return data
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -6,8 +6,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bcce.core.strict_yaml import dotted
+
 LayerKind = Literal["override", "env", "ssm", "file", "plugin", "default"]
 PathKey = tuple[str | int, ...]
+
+__all__ = ["LAYER_ORDER", "LayerKind", "Origin", "PathKey", "Provenance", "dotted"]
 
 #: Highest precedence first.
 LAYER_ORDER: tuple[LayerKind, ...] = ("override", "env", "ssm", "file", "plugin", "default")
@@ -57,11 +61,3 @@ class Provenance:
     def is_secret(self, path: Sequence[str | int]) -> bool:
         origin = self.origins.get(tuple(path))
         return origin is not None and origin.secret
-
-
-def dotted(path: Sequence[str | int]) -> str:
-    """``("policy", "default", "max_files")`` -> ``policy.default.max_files``; items as ``[i]``."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bcce.core.strict_yaml import Limits, YamlDocument, load_yaml
+from bcce.core.strict_yaml import Limits, YamlDocument, dotted, load_yaml
 from bcce.errors import ConfigError, WorkflowError
 from bcce.workflow.expressions import ExpressionError, parse
 from bcce.workflow.model import CONTROL_TYPES, RetryPolicy, Step, Workflow
@@ -77,7 +77,7 @@ class _Loader:
         location = str(self.source)
         if mark is not None:
             location = f"{mark.source}:{mark.line}:{mark.column + column}"
-        return WorkflowError(message, location=location, key=_dotted(path) or None, hint=hint)
+        return WorkflowError(message, location=location, key=dotted(path) or None, hint=hint)
 
     def load(self) -> Workflow:
         data = self.document.data
@@ -119,7 +119,7 @@ class _Loader:
             for issue in issues[1:6]:
                 mark = self.document.mark_of(tuple(issue.path))
                 where = f"{mark.line}:{mark.column}" if mark else "?"
-                others.append(f"{where} {_dotted(tuple(issue.path))}: {issue.message}")
+                others.append(f"{where} {dotted(tuple(issue.path))}: {issue.message}")
             more = f"\n    ... and {len(issues) - 6} more" if len(issues) > 6 else ""
             error.message += "\n  also:\n    " + "\n    ".join(others) + more
         raise error
@@ -338,10 +338,3 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _dotted(path: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out

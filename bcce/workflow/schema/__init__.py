@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bcce.core.strict_yaml import dotted
 from bcce.workflow.schema.compiler import UnsupportedSchema, compile_predicate
 
 if TYPE_CHECKING:
@@ -55,13 +56,7 @@ class SchemaIssue:
     @property
     def key(self) -> str:
         """The path as a user writes it, e.g. ``steps[2].policy.max_files`` ('' for the root)."""
-        out = ""
-        for part in self.path:
-            if isinstance(part, int):
-                out += f"[{part}]"
-            else:
-                out += f".{part}" if out else part
-        return out
+        return dotted(self.path)
 
 
 @functools.cache

@@ -1,7 +1,9 @@
 """The sandboxed plugin worker process: ``python -m bcce.plugin._worker_main``.
 
 Imports the plugin's entry point (only here, never in the engine) and answers JSON-lines requests
-on stdin: ``{"id", "method", "params"}`` -> ``{"id", "result"}`` or ``{"id", "error"}``.
+on stdin: ``{"id", "method", "params"}`` -> ``{"id", "result"}`` or ``{"id", "error"}``. With
+``--confine PLAN`` (isolation tier B) it first confines itself with
+:func:`bcce.plugin.confine.apply_confinement`; a failure there ends the worker.
 """
 
 from __future__ import annotations
@@ -15,18 +17,27 @@ import socket
 import sys
 from typing import IO, Any
 
-from bcce.plugin.permissions import PermissionSet, explain_denial, parse_permissions
+from bcce.plugin.confine import ConfinementPlan, apply_confinement
+from bcce.plugin.permissions import (
+    NETWORK_KINDS,
+    PermissionSet,
+    explain_denial,
+    parse_permissions,
+)
 
 _SPAWN_EVENTS = frozenset(
     {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork"}
 )
+_IP_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
 
 
 def _install_guards(permissions: PermissionSet) -> None:
-    """Clear denials for spawn and out-of-scope connects; the OS sandbox is the boundary."""
+    """Clear denials for spawn, IP sockets and out-of-scope connects; the OS sandbox is the
+    boundary."""
 
     resolved: set[str] = set()
     resolving: list[bool] = []
+    network = any(kind in permissions for kind in NETWORK_KINDS)
 
     def allowed(host: str) -> bool:
         return any(permissions.allows(kind, host) for kind in ("network:http", "network:https"))
@@ -34,6 +45,8 @@ def _install_guards(permissions: PermissionSet) -> None:
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event in _SPAWN_EVENTS and "process:spawn" not in permissions:
             raise PermissionError(explain_denial("process:spawn"))
+        if event == "socket.__new__" and not network and args[1] in _IP_FAMILIES:
+            raise PermissionError(explain_denial("network:https"))
         if event == "socket.getaddrinfo" and not resolving and allowed(str(args[0])):
             # connect() sees only addresses: remember those of the hosts in scope.
             resolving.append(True)
@@ -116,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plugin-dir", required=True)
     parser.add_argument("--entry-point", required=True)
     parser.add_argument("--permissions", default="[]")
+    parser.add_argument("--confine", help="a ConfinementPlan as JSON: confine before loading")
     args = parser.parse_args(argv)
     # The protocol gets private copies of fds 0 and 1; the plugin's prints go to stderr.
     requests = os.fdopen(os.dup(0), "rb")
@@ -124,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    if args.confine is not None:
+        apply_confinement(ConfinementPlan.from_json(args.confine))
     _install_guards(parse_permissions(json.loads(args.permissions)))
     plugin = _load(args.plugin_dir, args.entry_point)
     _serve(plugin, args.entry_point, requests, replies)

@@ -6,11 +6,19 @@ Tiers (see docs/security-model.md), probed with :func:`bcce.policy.sandbox.probe
   and the granted paths are mounted; a private tmpfs work dir; no network namespace unless a
   network permission is granted; no executables other than the interpreter unless
   ``process:spawn`` is granted; a clean environment; rlimits on top;
+- ``B``: Landlock + seccomp + no capabilities (:mod:`bcce.plugin.confine`, probed with
+  :func:`~bcce.plugin.confine.probe_confinement`), applied by the child to itself before it
+  imports the plugin: it may read the same paths tier A mounts, write only its private work
+  dir and the granted paths, use IP sockets only with a network permission and start
+  processes only with ``process:spawn``; rlimits on top;
 - ``C``: rlimits, a clean environment, a private cwd and the call timeout. Not a security
-  boundary, so ``strict`` refuses it. (Tier B, Landlock + seccomp, is not implemented yet.)
+  boundary, so ``strict`` refuses it.
 
-The plugin's entry point is imported only in the child. A hung call kills the worker's process
-group; a crash, a kill or memory exhaustion becomes a :class:`PluginError` naming the cause.
+The first available of A, B, C is used unless a tier is requested; a requested tier that is
+not available is refused in strict mode and otherwise becomes C, which the isolation record
+says. The plugin's entry point is imported only in the child. A hung or cancelled call kills
+the worker's process group; a crash, a kill or memory exhaustion becomes a
+:class:`PluginError` naming the cause.
 """
 
 from __future__ import annotations
@@ -29,21 +37,36 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Literal
 
 from bcce.errors import PluginError
+from bcce.plugin.confine import (
+    Confinement,
+    ConfinementPlan,
+    confinement_limits,
+    probe_confinement,
+)
 from bcce.plugin.permissions import NETWORK_KINDS, PermissionSet
 from bcce.policy.sandbox import SandboxTier, probe_sandbox
 
-IsolationTier = Literal["A", "C"]
+IsolationTier = Literal["A", "B", "C"]
 
 _WORK_DIR: Final = "/tmp/work"  # noqa: S108 - inside the sandbox's private tmpfs
 _STDERR_TAIL: Final = 4096
 _MAX_REPLY: Final = 16 * 1024 * 1024
 _GLOB_CHARS: Final = frozenset("*?[{!")
+_POLL_SECONDS: Final = 0.05
+_MECHANISMS: Final[dict[IsolationTier, str]] = {
+    "A": "bubblewrap",
+    "B": "landlock+seccomp",
+    "C": "rlimits",
+}
+_LIB_DIRS: Final = ("/usr/lib", "/usr/lib64", "/usr/local/lib")
+_DEVICES_READ: Final = ("/dev/zero", "/dev/random", "/dev/urandom")
 _ETC_FILES: Final = ("/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group")
 _ETC_NETWORK: Final = (
     "/etc/hosts",
@@ -57,6 +80,7 @@ _ETC_NETWORK: Final = (
 _SPAWN_DIRS: Final = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/libexec")
 STRICT_HINT: Final = (
     "install bubblewrap (`apt-get install bubblewrap`) and allow unprivileged user namespaces, "
+    "or use a kernel with Landlock enabled (Linux 5.13+) and libseccomp (`libseccomp2`), "
     "or set plugins.strict: false to run plugins with resource limits only (not a boundary)"
 )
 
@@ -66,12 +90,19 @@ def _probe() -> SandboxTier:
     return probe_sandbox()
 
 
+@functools.cache
+def _probe_confinement() -> Confinement:
+    return probe_confinement()
+
+
 class PluginWorker:
     """A plugin running in a sandboxed child process, called over JSON lines.
 
     ``entry_point`` is ``"module:attr"`` relative to ``plugin_dir``; a class is instantiated
-    with no arguments. ``sandbox`` overrides the probed tier (``SandboxTier("none", ...)``
-    forces tier C). Use as a context manager, or call :meth:`start` and :meth:`close`.
+    with no arguments. ``tier`` requests an isolation tier instead of the best available one.
+    ``sandbox`` and ``confinement`` replace the probes of tiers A and B (a ``SandboxTier``
+    named ``"none"`` makes A unavailable). Use as a context manager, or call :meth:`start` and
+    :meth:`close`.
     """
 
     def __init__(
@@ -84,6 +115,8 @@ class PluginWorker:
         memory_mb: int = 512,
         strict: bool = True,
         sandbox: SandboxTier | None = None,
+        tier: IsolationTier | None = None,
+        confinement: Confinement | None = None,
         start_timeout: float = 30.0,
         cpu_seconds: int = 600,
         max_open_files: int = 256,
@@ -98,12 +131,20 @@ class PluginWorker:
         self.start_timeout = start_timeout
         self.cpu_seconds = cpu_seconds
         self.max_open_files = max_open_files
-        self.sandbox = sandbox if sandbox is not None else _probe()
-        self.tier: IsolationTier = "A" if self.sandbox.name == "bubblewrap" else "C"
+        self.requested = tier
+        self.sandbox: SandboxTier | None = None
+        self.confinement: Confinement | None = None
+        self.tier, self.reason = self._choose_tier(tier, sandbox, confinement)
         if self.tier == "C" and strict:
+            if tier not in (None, "C"):
+                raise PluginError(
+                    f"strict mode refuses to fall back to tier C: {self.reason}",
+                    hint=STRICT_HINT,
+                    key="plugins.strict",
+                )
             raise PluginError(
                 "strict mode refuses to run plugin code without an OS sandbox (tier C): "
-                f"{self.sandbox.reason}",
+                f"{self.reason}",
                 hint=STRICT_HINT,
                 key="plugins.strict",
             )
@@ -115,14 +156,53 @@ class PluginWorker:
         self._lock = threading.Lock()
 
     def isolation(self) -> dict[str, object]:
-        """The tier used and why, as recorded in the audit trail."""
-        mechanism = "bubblewrap" if self.tier == "A" else "rlimits"
-        return {
+        """The tier used and why, as recorded in the audit trail.
+
+        ``requested`` is the tier asked for (None: the best available); ``landlock_abi`` is set
+        for tier B, whose record also lists ``limits``: what the kernel leaves uncovered.
+        """
+        record: dict[str, object] = {
             "tier": self.tier,
-            "mechanism": mechanism,
-            "reason": self.sandbox.reason,
+            "mechanism": _MECHANISMS[self.tier],
+            "reason": self.reason,
+            "requested": self.requested,
+            "landlock_abi": None,
             "permissions": self.permissions.to_list(),
         }
+        if self.tier == "B" and self.confinement is not None:
+            abi = self.confinement.landlock_abi
+            record["landlock_abi"] = abi
+            record["limits"] = confinement_limits(abi, network=self._network)
+        return record
+
+    @property
+    def _network(self) -> bool:
+        return any(kind in self.permissions for kind in NETWORK_KINDS)
+
+    def _choose_tier(
+        self,
+        requested: IsolationTier | None,
+        sandbox: SandboxTier | None,
+        confinement: Confinement | None,
+    ) -> tuple[IsolationTier, str]:
+        """The tier to use and why; probes only the tiers that are candidates."""
+        if requested == "C":
+            return "C", "tier C was requested"
+        missing: dict[IsolationTier, str] = {}
+        if requested in (None, "A"):
+            self.sandbox = sandbox if sandbox is not None else _probe()
+            if self.sandbox.name == "bubblewrap":
+                return "A", self.sandbox.reason
+            missing["A"] = self.sandbox.reason
+        if requested in (None, "B"):
+            self.confinement = confinement if confinement is not None else _probe_confinement()
+            if self.confinement.available:
+                why_not_a = [f"tier A unavailable: {reason}" for reason in missing.values()]
+                return "B", "; ".join([*why_not_a, self.confinement.reason])
+            missing["B"] = self.confinement.reason
+        if requested is not None:
+            return "C", f"tier {requested} was requested but is unavailable: {missing[requested]}"
+        return "C", "; ".join(f"tier {name} unavailable: {why}" for name, why in missing.items())
 
     @property
     def running(self) -> bool:
@@ -153,7 +233,8 @@ class PluginWorker:
         threading.Thread(
             target=self._read_stderr, args=(self._process.stderr,), daemon=True
         ).start()
-        self.request("health", timeout=self.start_timeout)
+        # Ready once the plugin is imported and answers; its own health() may need configure().
+        self.request("describe", timeout=self.start_timeout)
 
     def describe(self) -> dict[str, Any]:
         """What the plugin offers: its entry point and public methods."""
@@ -165,15 +246,34 @@ class PluginWorker:
         return self.request("health")
 
     def call(
-        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> Any:
         """Call the plugin object's ``method`` with ``params`` as keyword arguments."""
-        return self.request("call", {"method": method, "params": params or {}}, timeout=timeout)
+        return self.request(
+            "call",
+            {"method": method, "params": params or {}},
+            timeout=timeout,
+            should_stop=should_stop,
+        )
 
     def request(
-        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> Any:
-        """Send one protocol request and wait for its reply, at most ``timeout`` seconds."""
+        """Send one protocol request and wait for its reply, at most ``timeout`` seconds.
+
+        ``should_stop`` is polled while waiting; once it returns True the worker is killed and
+        the call fails as cancelled (the next request finds the worker not running).
+        """
         with self._lock:
             process = self._process
             if process is None or process.poll() is not None or process.stdin is None:
@@ -186,16 +286,9 @@ class PluginWorker:
                 process.stdin.flush()
             except OSError:
                 raise self._died(method) from None
-            limit = self.timeout if timeout is None else timeout
-            try:
-                reply = self._replies.get(timeout=limit)
-            except queue.Empty:
-                self._kill()
-                raise PluginError(
-                    f"plugin {self.entry_point!r} did not answer {method!r} within {limit:g} s; "
-                    "the worker was killed",
-                    hint="raise the plugin's timeout or fix the hanging call",
-                ) from None
+            reply = self._await_reply(
+                method, self.timeout if timeout is None else timeout, should_stop
+            )
             if reply is None:
                 raise self._died(method)
             if reply.get("id") != request_id:
@@ -203,11 +296,40 @@ class PluginWorker:
                 raise PluginError(f"plugin {self.entry_point!r} broke the protocol: {reply!r}")
             if "error" in reply:
                 error = reply["error"] if isinstance(reply["error"], dict) else {}
+                kind = error.get("type", "Error")
+                if kind == "MemoryError":
+                    raise PluginError(
+                        f"plugin {self.entry_point!r} ran out of memory in {method!r} "
+                        f"(limit {self.memory_mb} MiB)",
+                        hint="raise plugins.memory_mb or make the plugin use less memory",
+                    )
                 raise PluginError(
                     f"plugin {self.entry_point!r} failed in {method!r}: "
-                    f"{error.get('type', 'Error')}: {error.get('message', '')}"
+                    f"{kind}: {error.get('message', '')}"
                 )
             return reply.get("result")
+
+    def _await_reply(
+        self, method: str, limit: float, should_stop: Callable[[], bool] | None
+    ) -> dict[str, Any] | None:
+        deadline = time.monotonic() + limit
+        while (remaining := deadline - time.monotonic()) > 0:
+            wait = remaining if should_stop is None else min(remaining, _POLL_SECONDS)
+            try:
+                return self._replies.get(timeout=wait)
+            except queue.Empty:
+                pass
+            if should_stop is not None and should_stop():
+                self._kill()
+                raise PluginError(
+                    f"plugin {self.entry_point!r}: {method!r} was cancelled; the worker was killed"
+                )
+        self._kill()
+        raise PluginError(
+            f"plugin {self.entry_point!r} did not answer {method!r} within {limit:g} s; "
+            "the worker was killed",
+            hint="raise the plugin's timeout or fix the hanging call",
+        )
 
     def close(self) -> None:
         """Ask the worker to shut down; kill it if it does not. Safe to call twice."""
@@ -258,13 +380,46 @@ class PluginWorker:
             env["HOME"] = _WORK_DIR
             return [*self._bwrap_argv(), "--", *worker], env, "/"
         self._private_dir = tempfile.mkdtemp(prefix="bcce-plugin-")
-        env["HOME"] = self._private_dir
+        env["HOME"] = env["TMPDIR"] = self._private_dir
+        if self.tier == "B":
+            worker += ["--confine", self._confinement_plan(self._private_dir).to_json()]
         return worker, env, self._private_dir
+
+    def _confinement_plan(self, private_dir: str) -> ConfinementPlan:
+        """Tier B's paths: what tier A mounts, the private dir writable instead of a tmpfs."""
+        spawn = "process:spawn" in self.permissions
+        read = self.permissions.get("filesystem:read")
+        write = self.permissions.get("filesystem:write")
+        # /lib and /lib64 are symlinks into /usr on merged-/usr systems, real dirs elsewhere.
+        libraries = (*_LIB_DIRS, "/lib", "/lib64")
+        interpreter = os.path.realpath(sys.executable)
+        return ConfinementPlan(
+            read=(
+                *self._interpreter_paths(),
+                *libraries,
+                *_ETC_FILES,
+                *(_ETC_NETWORK if self._network else ()),
+                *_DEVICES_READ,
+                "/proc/self",  # opened by the child: its own /proc/<pid>
+                str(self.plugin_dir),
+                *(_scope_roots(read.scope) if read is not None else ()),
+            ),
+            write=(
+                private_dir,
+                "/dev/null",
+                *(_scope_roots(write.scope) if write is not None else ()),
+            ),
+            # With spawn the loader (in the library dirs) is executed too.
+            execute=(interpreter, *((*_SPAWN_DIRS, *libraries) if spawn else ())),
+            network=self._network,
+            spawn=spawn,
+        )
 
     def _bwrap_argv(self) -> list[str]:
         spawn = "process:spawn" in self.permissions
-        network = any(kind in self.permissions for kind in NETWORK_KINDS)
-        argv = [self.sandbox.bwrap or "bwrap", "--unshare-all"]
+        network = self._network
+        bwrap = self.sandbox.bwrap if self.sandbox is not None else None
+        argv = [bwrap or "bwrap", "--unshare-all"]
         if network:
             argv.append("--share-net")
         argv += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
@@ -278,7 +433,7 @@ class PluginWorker:
         if "/" in write_roots:
             argv += ["--bind", "/", "/"]
         argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--dir", _WORK_DIR]  # noqa: S108
-        for lib in ("/usr/lib", "/usr/lib64", "/usr/local/lib"):
+        for lib in _LIB_DIRS:
             argv += ["--ro-bind-try", lib, lib]
         argv += ["--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"]
         if spawn:
@@ -315,6 +470,8 @@ class PluginWorker:
         memory = self.memory_mb * 1024 * 1024
         cpu, files = self.cpu_seconds, self.max_open_files
 
+        # No RLIMIT_NPROC: the kernel ignores it for uid 0. Tier B denies creating processes
+        # without process:spawn through seccomp instead.
         def apply() -> None:
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
             resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))

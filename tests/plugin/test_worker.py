@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from bcce.errors import PluginError
+from bcce.plugin.confine import Confinement, probe_confinement
 from bcce.plugin.permissions import PermissionSet, parse_permissions
-from bcce.plugin.worker import PluginWorker
+from bcce.plugin.worker import IsolationTier, PluginWorker
 from bcce.policy.sandbox import SandboxTier, probe_sandbox
 
 PLUGIN_SOURCE = textwrap.dedent(
@@ -67,9 +68,16 @@ PLUGIN_SOURCE = textwrap.dedent(
 )
 
 TIER_A = probe_sandbox()
-FORCED_C = SandboxTier("none", "forced by the test")
+TIER_B = probe_confinement()
+NO_BWRAP = SandboxTier("none", "bubblewrap made unavailable by the test")
+NO_LANDLOCK = Confinement(False, "Landlock made unavailable by the test")
 needs_bwrap = pytest.mark.skipif(TIER_A.name != "bubblewrap", reason=TIER_A.reason)
-TIERS = [pytest.param(TIER_A, id="A", marks=needs_bwrap), pytest.param(FORCED_C, id="C")]
+needs_landlock = pytest.mark.skipif(not TIER_B.available, reason=TIER_B.reason)
+TIERS = [
+    pytest.param("A", id="A", marks=needs_bwrap),
+    pytest.param("B", id="B", marks=needs_landlock),
+    pytest.param("C", id="C"),
+]
 
 Factory = Callable[..., PluginWorker]
 
@@ -87,15 +95,15 @@ def make_worker(plugin_dir: Path) -> Iterator[Factory]:
     started: list[PluginWorker] = []
 
     def make(
-        permissions: list[Any] | None = None, *, sandbox: SandboxTier = TIER_A, **options: Any
+        permissions: list[Any] | None = None, *, tier: IsolationTier = "A", **options: Any
     ) -> PluginWorker:
         options.setdefault("timeout", 20.0)
         worker = PluginWorker(
             plugin_dir,
             "probe:Probe",
             parse_permissions(permissions or []),
-            sandbox=sandbox,
-            strict=sandbox.name == "bubblewrap",
+            tier=tier,
+            strict=tier != "C",
             **options,
         )
         started.append(worker)
@@ -121,17 +129,16 @@ def listener() -> Iterator[int]:
     server.server_close()
 
 
-@pytest.mark.parametrize("sandbox", TIERS)
-def test_call_echoes_params(make_worker: Factory, sandbox: SandboxTier) -> None:
-    worker = make_worker(sandbox=sandbox)
+@pytest.mark.parametrize("tier", TIERS)
+def test_call_echoes_params(make_worker: Factory, tier: IsolationTier) -> None:
+    worker = make_worker(tier=tier)
     assert worker.call("echo", {"value": {"a": [1, "b"]}}) == {"a": [1, "b"]}
 
 
-@pytest.mark.parametrize("sandbox", TIERS)
-def test_tier_is_recorded(make_worker: Factory, sandbox: SandboxTier) -> None:
-    worker = make_worker(sandbox=sandbox)
-    expected = "A" if sandbox.name == "bubblewrap" else "C"
-    assert worker.isolation()["tier"] == expected
+@pytest.mark.parametrize("tier", TIERS)
+def test_tier_is_recorded(make_worker: Factory, tier: IsolationTier) -> None:
+    isolation = make_worker(tier=tier).isolation()
+    assert (isolation["tier"], isolation["requested"]) == (tier, tier)
 
 
 @needs_bwrap
@@ -158,38 +165,38 @@ def test_private_method_is_refused(make_worker: Factory) -> None:
         make_worker().call("__init__")
 
 
-@pytest.mark.parametrize("sandbox", TIERS)
-def test_sys_exit_is_reported_with_status(make_worker: Factory, sandbox: SandboxTier) -> None:
-    worker = make_worker(sandbox=sandbox)
+@pytest.mark.parametrize("tier", TIERS)
+def test_sys_exit_is_reported_with_status(make_worker: Factory, tier: IsolationTier) -> None:
+    worker = make_worker(tier=tier)
     with pytest.raises(PluginError, match="exited with status 3"):
         worker.call("exit", {"code": 3})
     assert not worker.running
 
 
-@pytest.mark.parametrize("sandbox", TIERS)
-def test_abort_is_reported_with_signal(make_worker: Factory, sandbox: SandboxTier) -> None:
+@pytest.mark.parametrize("tier", TIERS)
+def test_abort_is_reported_with_signal(make_worker: Factory, tier: IsolationTier) -> None:
     with pytest.raises(PluginError, match="SIGABRT"):
-        make_worker(sandbox=sandbox).call("abort")
+        make_worker(tier=tier).call("abort")
 
 
-@pytest.mark.parametrize("sandbox", TIERS)
-def test_segfault_is_reported_with_signal(make_worker: Factory, sandbox: SandboxTier) -> None:
+@pytest.mark.parametrize("tier", TIERS)
+def test_segfault_is_reported_with_signal(make_worker: Factory, tier: IsolationTier) -> None:
     with pytest.raises(PluginError, match="SIGSEGV"):
-        make_worker(sandbox=sandbox).call("segfault")
+        make_worker(tier=tier).call("segfault")
 
 
-@pytest.mark.parametrize("sandbox", TIERS)
-def test_hung_call_kills_worker(make_worker: Factory, sandbox: SandboxTier) -> None:
-    worker = make_worker(sandbox=sandbox)
+@pytest.mark.parametrize("tier", TIERS)
+def test_hung_call_kills_worker(make_worker: Factory, tier: IsolationTier) -> None:
+    worker = make_worker(tier=tier)
     with pytest.raises(PluginError, match="did not answer 'call'"):
         worker.call("hang", timeout=0.5)
     assert not worker.running
 
 
-@pytest.mark.parametrize("sandbox", TIERS)
-def test_memory_hog_is_reported(make_worker: Factory, sandbox: SandboxTier) -> None:
-    worker = make_worker(sandbox=sandbox, memory_mb=256)
-    with pytest.raises(PluginError, match="MemoryError"):
+@pytest.mark.parametrize("tier", TIERS)
+def test_memory_hog_is_reported(make_worker: Factory, tier: IsolationTier) -> None:
+    worker = make_worker(tier=tier, memory_mb=256)
+    with pytest.raises(PluginError, match=r"ran out of memory .*\(limit 256 MiB\)"):
         worker.call("hog", {"mb": 1024})
 
 
@@ -204,7 +211,7 @@ def test_call_after_death_is_a_plugin_error(make_worker: Factory) -> None:
 
 @needs_bwrap
 def test_bad_entry_point_fails_at_start(plugin_dir: Path) -> None:
-    worker = PluginWorker(plugin_dir, "missing:Thing", PermissionSet(), sandbox=TIER_A)
+    worker = PluginWorker(plugin_dir, "missing:Thing", PermissionSet(), tier="A")
     with pytest.raises(PluginError) as caught:
         worker.start()
     worker.close()
@@ -213,13 +220,88 @@ def test_bad_entry_point_fails_at_start(plugin_dir: Path) -> None:
 
 def test_strict_mode_refuses_tier_c(plugin_dir: Path) -> None:
     with pytest.raises(PluginError, match="tier C") as caught:
-        PluginWorker(plugin_dir, "probe:Probe", PermissionSet(), sandbox=FORCED_C, strict=True)
+        PluginWorker(plugin_dir, "probe:Probe", PermissionSet(), tier="C", strict=True)
     assert caught.value.exit_code == 4
+
+
+def test_strict_mode_refuses_when_no_sandbox_is_available(plugin_dir: Path) -> None:
+    with pytest.raises(PluginError, match="tier C") as caught:
+        PluginWorker(
+            plugin_dir, "probe:Probe", PermissionSet(), sandbox=NO_BWRAP, confinement=NO_LANDLOCK
+        )
+    assert "Landlock made unavailable" in caught.value.message
+
+
+def test_without_bubblewrap_tier_b_is_chosen(plugin_dir: Path) -> None:
+    available = Confinement(True, "confinement available in the test", 7)
+    worker = PluginWorker(
+        plugin_dir, "probe:Probe", PermissionSet(), sandbox=NO_BWRAP, confinement=available
+    )
+    isolation = worker.isolation()
+    assert (isolation["tier"], isolation["mechanism"]) == ("B", "landlock+seccomp")
+    assert (isolation["requested"], isolation["landlock_abi"]) == (None, 7)
+    assert "bubblewrap made unavailable" in str(isolation["reason"])
+
+
+def test_requested_tier_that_is_unavailable_is_refused_in_strict_mode(plugin_dir: Path) -> None:
+    with pytest.raises(PluginError, match="tier B was requested") as caught:
+        PluginWorker(plugin_dir, "probe:Probe", PermissionSet(), tier="B", confinement=NO_LANDLOCK)
+    assert "Landlock made unavailable" in caught.value.message
+
+
+def test_requested_tier_that_is_unavailable_falls_back_to_c_on_record(plugin_dir: Path) -> None:
+    worker = PluginWorker(
+        plugin_dir,
+        "probe:Probe",
+        PermissionSet(),
+        tier="B",
+        confinement=NO_LANDLOCK,
+        strict=False,
+    )
+    isolation = worker.isolation()
+    assert (isolation["tier"], isolation["mechanism"], isolation["requested"]) == (
+        "C",
+        "rlimits",
+        "B",
+    )
+    assert "tier B was requested but is unavailable" in str(isolation["reason"])
+    assert "Landlock made unavailable" in str(isolation["reason"])
 
 
 def test_entry_point_without_attr_is_refused(plugin_dir: Path) -> None:
     with pytest.raises(PluginError, match="module:attr"):
-        PluginWorker(plugin_dir, "probe", PermissionSet(), sandbox=FORCED_C, strict=False)
+        PluginWorker(plugin_dir, "probe", PermissionSet(), tier="C", strict=False)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_should_stop_cancels_the_call_and_kills_the_worker(
+    make_worker: Factory, tier: IsolationTier
+) -> None:
+    worker = make_worker(tier=tier)
+    polls: list[int] = []
+
+    def should_stop() -> bool:
+        polls.append(1)
+        return len(polls) >= 3  # polled while the call waits, not just once
+
+    with pytest.raises(PluginError, match="'call' was cancelled"):
+        worker.call("hang", should_stop=should_stop)
+    assert len(polls) == 3
+    assert not worker.running
+    with pytest.raises(PluginError, match="not running"):
+        worker.call("echo", {"value": 1})
+
+
+def test_should_stop_false_lets_the_call_answer(make_worker: Factory) -> None:
+    worker = make_worker(tier="C")
+    assert worker.call("echo", {"value": 2}, should_stop=lambda: False) == 2
+
+
+def test_hung_call_still_times_out_while_should_stop_is_polled(make_worker: Factory) -> None:
+    worker = make_worker(tier="C")
+    with pytest.raises(PluginError, match=r"did not answer .call. within 0\.3 s"):
+        worker.call("hang", timeout=0.3, should_stop=lambda: False)
+    assert not worker.running
 
 
 @pytest.fixture
@@ -302,21 +384,21 @@ def test_network_outside_host_scope_is_denied(make_worker: Factory, listener: in
         make_worker([grant]).call("connect", {"port": listener})
 
 
-@pytest.mark.parametrize("sandbox", TIERS)
+@pytest.mark.parametrize("tier", TIERS)
 def test_env_hidden_without_grant(
-    make_worker: Factory, sandbox: SandboxTier, monkeypatch: pytest.MonkeyPatch
+    make_worker: Factory, tier: IsolationTier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BCCE_PLUGIN_TEST_TOKEN", "t0ken")
-    assert make_worker(sandbox=sandbox).call("env", {"name": "BCCE_PLUGIN_TEST_TOKEN"}) is None
+    assert make_worker(tier=tier).call("env", {"name": "BCCE_PLUGIN_TEST_TOKEN"}) is None
 
 
-@pytest.mark.parametrize("sandbox", TIERS)
+@pytest.mark.parametrize("tier", TIERS)
 def test_env_visible_with_grant(
-    make_worker: Factory, sandbox: SandboxTier, monkeypatch: pytest.MonkeyPatch
+    make_worker: Factory, tier: IsolationTier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BCCE_PLUGIN_TEST_TOKEN", "t0ken")
     grant = {"permission": "env:read", "scope": ["BCCE_PLUGIN_TEST_TOKEN"]}
-    worker = make_worker([grant], sandbox=sandbox)
+    worker = make_worker([grant], tier=tier)
     assert worker.call("env", {"name": "BCCE_PLUGIN_TEST_TOKEN"}) == "t0ken"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, cast
 
 from dependency_injector import providers
@@ -40,16 +41,31 @@ def create_application(
     ``overrides``: the highest layer, by section, e.g. ``storage={"backend": "local"}``.
     """
     from bcce.containers.application import Application
+    from bcce.plugin.discovery import discover, plugin_defaults
 
+    options = options or LayerOptions()
     if settings is None:
         settings = load_settings(options, overrides)
-    elif overrides:
-        settings = with_overrides(settings, overrides)
+        report = discover(settings.plugins, cwd=options.cwd, environ=options.environ)
+        defaults = plugin_defaults(report)
+        if defaults:  # the plugin-defaults layer sits below the files: load the layers again
+            options = dataclasses.replace(options, plugin_defaults=defaults)
+            settings = load_settings(options, overrides)
+    else:
+        if overrides:
+            settings = with_overrides(settings, overrides)
+        report = discover(settings.plugins, cwd=options.cwd, environ=options.environ)
     app = Application(settings=providers.Object(settings))
     app.config.from_pydantic(settings)
+    app.plugins.cwd.override(providers.Object(options.cwd))
+    app.plugins.environ.override(providers.Object(options.environ))
+    app.plugins.report.override(providers.Object(report))
     _merge_plugin_choices(app)
     _check_selectors(app, settings)
     app.check_dependencies()
+    manager = app.plugins.manager()
+    manager.attach(registry=app.workflow.steps(), bus=app.events.bus())
+    manager.activate()
     return app
 
 

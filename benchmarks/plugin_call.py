@@ -1,15 +1,18 @@
-"""Per-call overhead of a sandboxed plugin worker against a direct in-process call.
+"""Per-call overhead of a sandboxed plugin worker against in-process calls.
 
 One small step-like plugin (``run(text) -> {"upper": ..., "length": ...}``) is called:
 
-- ``in process``: the plugin object imported here and called directly. The baseline;
-- ``worker, tier A``: through :class:`bcce.plugin.worker.PluginWorker` in bubblewrap (skipped when
-  bubblewrap cannot run here);
+- ``direct``: the plugin object imported here and called as a Python method. The baseline;
+- ``in process``: through :class:`bcce.plugin.host.InProcessRuntime`, the path a first-party
+  plugin trusted by ``plugins.in_process`` takes (JSON round trip included);
+- ``worker, tier A``: through :class:`bcce.plugin.worker.PluginWorker` in bubblewrap;
+- ``worker, tier B``: the same worker confined by Landlock and seccomp;
 - ``worker, tier C``: the same worker with rlimits only (``strict=False``).
 
-Each contender is warmed up, then called ``--calls`` times per round for ``--rounds`` rounds,
-interleaved; the report gives the median per-call time of the rounds and its ratio to the
-baseline, and the median time to start a worker (spawn, import, first health answer).
+Tiers this machine cannot provide are left out and named. Each contender is warmed up, then
+called ``--calls`` times per round for ``--rounds`` rounds, interleaved; the report gives the
+median per-call time of the rounds and its ratio to the baseline, and the median time to start
+a worker (spawn, confine, import, first answer).
 
 Usage: python benchmarks/plugin_call.py [--calls 2000] [--rounds 5] [--json]
 """
@@ -28,9 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bcce.errors import PluginError
+from bcce.plugin.host import InProcessRuntime
 from bcce.plugin.permissions import PermissionSet
-from bcce.plugin.worker import PluginWorker
-from bcce.policy.sandbox import SandboxTier, probe_sandbox
+from bcce.plugin.worker import IsolationTier, PluginWorker
 
 PLUGIN = """
 class Step:
@@ -58,28 +62,38 @@ def main() -> int:
         (plugin_dir / "bench_step.py").write_text(PLUGIN)
         sys.path.insert(0, str(plugin_dir))
         direct = importlib.import_module("bench_step").Step()
-        tiers = {"worker, tier C": SandboxTier("none", "benchmark")}
-        probed = probe_sandbox()
-        if probed.name == "bubblewrap":
-            tiers = {"worker, tier A": probed, **tiers}
+        trusted = InProcessRuntime(plugin_dir, "bench_step:Step", name="bench")
+        trusted.start()
 
-        starts: dict[str, list[float]] = {name: [] for name in tiers}
+        starts: dict[str, list[float]] = {}
         workers: dict[str, PluginWorker] = {}
-        for name, sandbox in tiers.items():
-            for _ in range(args.rounds):
-                worker = PluginWorker(
-                    plugin_dir, "bench_step:Step", PermissionSet(), sandbox=sandbox, strict=False
+        for tier in ("A", "B", "C"):
+            name = f"worker, tier {tier}"
+
+            def make(tier: IsolationTier = tier) -> PluginWorker:
+                return PluginWorker(
+                    plugin_dir, "bench_step:Step", PermissionSet(), tier=tier, strict=tier != "C"
                 )
+
+            try:
+                make()
+            except PluginError as exc:
+                print(f"({name} unavailable here: {exc.message})", file=sys.stderr)
+                continue
+            starts[name] = []
+            for _ in range(args.rounds):
+                worker = make()
                 began = time.perf_counter()
                 worker.start()
                 starts[name].append(time.perf_counter() - began)
                 worker.close()
-            workers[name] = PluginWorker(
-                plugin_dir, "bench_step:Step", PermissionSet(), sandbox=sandbox, strict=False
-            )
+            workers[name] = make()
             workers[name].start()
 
-        contenders: dict[str, Callable[[], Any]] = {"in process": lambda: direct.run(text="hello")}
+        contenders: dict[str, Callable[[], Any]] = {
+            "direct": lambda: direct.run(text="hello"),
+            "in process": functools.partial(trusted.call, "run", {"text": "hello"}),
+        }
         for name, worker in workers.items():
             contenders[name] = functools.partial(worker.call, "run", {"text": "hello"})
         timings: dict[str, list[float]] = {name: [] for name in contenders}
@@ -92,8 +106,9 @@ def main() -> int:
         finally:
             for worker in workers.values():
                 worker.close()
+            trusted.close()
 
-    base = statistics.median(timings["in process"])
+    base = statistics.median(timings["direct"])
     report = {
         name: {
             "per_call_us": statistics.median(values) * 1e6,
@@ -108,7 +123,7 @@ def main() -> int:
     print(f"{'contender':<16} {'per call':>12} {'ratio':>10} {'start':>10}")
     for name, row in report.items():
         start = f"{row['start_ms']:.1f} ms" if row["start_ms"] is not None else "-"
-        print(f"{name:<16} {row['per_call_us']:>9.2f} us {row['ratio']:>9.0f}x {start:>10}")
+        print(f"{name:<16} {row['per_call_us']:>9.2f} us {row['ratio']:>9.1f}x {start:>10}")
     return 0
 
 

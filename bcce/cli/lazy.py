@@ -46,4 +46,5 @@ LAZY_HELP: dict[str, str] = {
     "models": "List Claude models on Amazon Bedrock and recommend one.",
     "workflow": "Validate, run, resume and inspect workflows.",
     "policy": "Check commands and paths against a step policy.",
+    "plugin": "List, inspect, validate, sign and manage plugins.",
 }

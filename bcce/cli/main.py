@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "models": "bcce.cli.models:models",
     "workflow": "bcce.cli.workflow:workflow",
     "policy": "bcce.cli.policy:policy",
+    "plugin": "bcce.cli.plugin:plugin",
 }
 
 

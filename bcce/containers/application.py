@@ -27,9 +27,7 @@ class Application(containers.DeclarativeContainer):
     auth = providers.Container(AuthContainer, config=config.auth, aws=aws)
     storage = providers.Container(StorageContainer, config=config.storage, aws=aws)
     policy = providers.Container(PolicyContainer, settings=settings.provided.policy)
-    plugins = providers.Container(
-        PluginsContainer, settings=settings.provided.plugins, events=events
-    )
+    plugins = providers.Container(PluginsContainer, settings=settings, events=events)
     agent = providers.Container(AgentContainer, config=config.agent, aws=aws)
     workflow = providers.Container(
         WorkflowContainer,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from dependency_injector import containers, providers
 
 from bcce.core.clock import SystemClock
@@ -8,12 +10,20 @@ from bcce.core.log import configure_logging
 from bcce.core.redaction import Redactor
 from bcce.settings.model import BcceSettings
 
+#: Plugin configuration and integration option names whose values are secrets.
+_SECRET_NAMES = re.compile(r"webhook|token|secret|password|passwd|api_?key|credential", re.I)
+
 
 def _secrets(settings: BcceSettings) -> list[str]:
     """Every secret value the settings hold: each is redacted wherever it would appear."""
     values = [s.get_secret_value() for s in settings.core.secrets]
     if settings.agent.api_key is not None:
         values.append(settings.agent.api_key.get_secret_value())
+    options = [i.model_dump() for i in settings.plugins.integrations]
+    for entries in (*options, *settings.plugins.config.values()):
+        values += [
+            v for k, v in entries.items() if isinstance(v, str) and v and _SECRET_NAMES.search(k)
+        ]
     dumped = settings.model_dump(mode="python")
     for path, origin in settings.provenance:
         if origin.secret:  # e.g. an SSM SecureString

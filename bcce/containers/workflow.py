@@ -38,4 +38,5 @@ class WorkflowContainer(containers.DeclarativeContainer):
         settings=settings,
         storage=storage.backend,
         agent_runtime=agent.runtime,
+        approval_gates=plugins.manager.provided.approval_gates.call(),
     )

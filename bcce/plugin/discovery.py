@@ -116,7 +116,7 @@ def discover(
                 )
             )
             continue
-        problem = _incompatibility(manifest, host, api_version)
+        problem = incompatibility(manifest, host, api_version)
         if problem is not None:
             report.problems.append(problem)
             continue
@@ -243,9 +243,11 @@ def _package_directory(dotted: str) -> Path:
 
 
 # -- checks --------------------------------------------------------------------------------
-def _incompatibility(
-    manifest: Manifest, host: Version, api_version: str
+def incompatibility(
+    manifest: Manifest, host: Version | None = None, api_version: str = DEFAULT_API_VERSION
 ) -> DiscoveryProblem | None:
+    """Why ``manifest`` cannot run on this bcce (API or bcce version), or None."""
+    host = Version(__version__) if host is None else host
     assert manifest.source is not None
     file = str(manifest.path)
     wanted_api = api_version.removeprefix("v")
@@ -288,6 +290,7 @@ __all__ = [
     "DiscoveryReport",
     "ShadowedPlugin",
     "discover",
+    "incompatibility",
     "plugin_defaults",
     "search_directories",
 ]

@@ -73,6 +73,7 @@ class Manifest:
     permissions: tuple[Permission, ...]
     provides: tuple[str, ...]
     config_schema: Mapping[str, Any] | None = field(default=None, hash=False)
+    step_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
     defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
     description: str | None = None
     author: str | None = None
@@ -262,6 +263,7 @@ def _build(data: dict[str, Any], path: Path, source: PluginSource) -> Manifest:
         permissions=_permissions(data.get("permissions", []), location),
         provides=_provides(data),
         config_schema=_config_schema(data.get("configuration"), root, location),
+        step_schemas=_step_schemas(data, root, location),
         defaults=data.get("defaults", {}),
         description=data.get("description"),
         author=data.get("author"),
@@ -290,24 +292,52 @@ def _config_schema(
     if not configuration:
         return None
     declared = configuration.get("schema")
-    schema: dict[str, Any]
-    if declared is None:
-        schema = {"type": "object"}
-    elif isinstance(declared, str):
-        file = _inside(root, declared, location, "configuration.schema", must_exist=True)
-        loaded = _read_strict_json(file, what="configuration schema")
-        if not isinstance(loaded, dict):
-            raise PluginError(
-                "the configuration schema must be a JSON object",
-                location=str(file),
-                key="configuration.schema",
-            )
-        schema = loaded
-    else:
-        schema = dict(declared)
+    key = "configuration.schema"
+    schema: dict[str, Any] = (
+        {"type": "object"} if declared is None else _schema(declared, root, location, key)
+    )
     required = configuration.get("required")
     if required:
         schema["required"] = sorted({*schema.get("required", []), *required})
+    _check_json_schema(schema, location, key)
+    return schema
+
+
+def _step_schemas(
+    data: Mapping[str, Any], root: Path, location: str
+) -> dict[str, Mapping[str, Any]]:
+    declared: Mapping[str, Any] = data.get("stepSchemas", {})
+    provided = set(_provides(data)) if data["type"] == "step" else set()
+    schemas: dict[str, Mapping[str, Any]] = {}
+    for step_type, value in declared.items():
+        key = f"stepSchemas.{step_type}"
+        if step_type not in provided:
+            raise PluginError(
+                f"a schema for step type {step_type!r}, which the plugin does not provide",
+                location=location,
+                key=key,
+                hint="list the type in provides.stepTypes or remove its schema",
+            )
+        schema = _schema(value, root, location, key)
+        _check_json_schema(schema, location, key)
+        schemas[step_type] = schema
+    return schemas
+
+
+def _schema(
+    declared: str | Mapping[str, Any], root: Path, location: str, key: str
+) -> dict[str, Any]:
+    """A schema written inline, or read from a JSON file inside the plugin."""
+    if not isinstance(declared, str):
+        return dict(declared)
+    file = _inside(root, declared, location, key, must_exist=True)
+    loaded = _read_strict_json(file, what="schema")
+    if not isinstance(loaded, dict):
+        raise PluginError("a schema must be a JSON object", location=str(file), key=key)
+    return loaded
+
+
+def _check_json_schema(schema: Mapping[str, Any], location: str, key: str) -> None:
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
     from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped, unused-ignore]
 
@@ -315,11 +345,8 @@ def _config_schema(
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise PluginError(
-            f"the configuration schema is not a valid JSON Schema: {exc.message}",
-            location=location,
-            key="configuration.schema",
+            f"not a valid JSON Schema: {exc.message}", location=location, key=key
         ) from None
-    return schema
 
 
 def _inside(root: Path, relative: str, location: str, key: str, *, must_exist: bool) -> Path:

@@ -165,7 +165,7 @@ def explain_denial(kind: PermissionKind | str, target: str | None = None) -> str
     what = f"{kind!r} for {target!r}" if target else repr(kind)
     return (
         f"permission denied: the plugin lacks {what}; the plugin must declare it in "
-        "bcce.plugin.json and the administrator must grant it in plugins.<name>.permissions"
+        "bcce.plugin.json and the administrator must grant it in plugins.grants.<name>"
     )
 
 

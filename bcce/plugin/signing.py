@@ -1,8 +1,9 @@
 """Plugin signing: Ed25519 signatures over a canonical listing of every file in a plugin.
 
 The listing has one line per regular file, sorted by POSIX relative path:
-``path<TAB>sha256<TAB>size``. The manifest ``bcce.plugin.json`` is one of the listed files, so the
-permissions a plugin declares are covered by its signature. The signature lives beside the files in
+``path<TAB>sha256<TAB>size``; ``__pycache__`` folders are left out (and so never staged). The
+manifest ``bcce.plugin.json`` is one of the listed files, so the permissions a plugin declares
+are covered by its signature. The signature lives beside the files in
 ``bcce.plugin.sig`` (JSON) and carries the signed listing, so a mismatch can be reported file by
 file. ``stage_verified_copy`` gives the loader a read-only copy that was verified after copying,
 so what is loaded is what was verified.
@@ -40,6 +41,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from bcce.errors import ConfigError, PluginError
 
 SIGNATURE_FILE = "bcce.plugin.sig"
+#: Python's bytecode caches (left by running a plugin's tests) are not part of a plugin.
+BYTECODE_CACHE = "__pycache__"
 SIGNATURE_VERSION = 1
 ALGORITHM = "ed25519"
 MAX_SIGNATURE_BYTES = 16 * 1024 * 1024
@@ -288,6 +291,8 @@ def _walk(root: Path, prefix: str) -> Iterator[str]:
         children = list(scan)
     for child in children:
         relative = f"{prefix}/{child.name}" if prefix else child.name
+        if child.name == BYTECODE_CACHE and child.is_dir(follow_symlinks=False):
+            continue  # never signed, never staged: the staged copy cannot load stale bytecode
         _check_name(root, relative, child.name)
         if child.is_symlink():
             raise _unsafe(root, relative, "is a symbolic link; plugins may not contain links")

@@ -96,11 +96,56 @@ class PolicySettings(Section):
     )
 
 
+class IntegrationSettings(BaseModel):
+    """One integration instance: a plugin integration type, the events it hears, its options."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    type: str = Field(pattern=r"^[a-z][a-z0-9_-]*:[a-z][a-z0-9_-]*$")
+    events: list[str] = Field(
+        default_factory=lambda: ["workflow.*"],
+        description="event type patterns (step.*, workflow.failed) a notification hears",
+    )
+
+
 class PluginsSettings(Section):
-    paths: list[Path] = Field(default_factory=list)
-    disabled: list[str] = Field(default_factory=list)
-    require_signature: bool = False
-    trusted_keys: list[str] = Field(default_factory=list)
+    paths: list[Path] = Field(
+        default_factory=list, description="extra directories searched for plugins"
+    )
+    disabled: list[str] = Field(default_factory=list, description="plugins not to load")
+    require_signature: bool = Field(
+        default=False, description="reject unsigned plugins and plugins signed by unknown keys"
+    )
+    trusted_keys: list[str] = Field(
+        default_factory=list, description="Ed25519 public keys (PEM, OpenSSH or base64) trusted"
+    )
+    strict: bool = Field(
+        default=True,
+        description="refuse to run plugin code without an OS sandbox (bubblewrap or Landlock)",
+    )
+    in_process: list[str] = Field(
+        default_factory=list,
+        description="first-party plugins trusted to run inside the engine process (faster)",
+    )
+    grants: dict[str, list[str | dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="permissions granted per plugin; a plugin gets declared ∩ granted",
+    )
+    config: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="configuration per plugin, checked against the plugin's schema",
+    )
+    integrations: list[IntegrationSettings] = Field(
+        default_factory=list, description="integration instances for every run"
+    )
+    timeout_seconds: float = Field(default=30.0, gt=0, description="per call to a plugin")
+    memory_mb: int = Field(default=512, ge=64, description="address-space limit of a worker")
+    health_interval_seconds: float = Field(
+        default=60.0, ge=0, description="periodic health checks in long-running hosts (0: off)"
+    )
+    watch: bool = Field(
+        default=True, description="long-running hosts reload a plugin whose files change"
+    )
 
 
 class AgentSettings(Section):

@@ -9,13 +9,25 @@
     moto_server         a moto server on 127.0.0.1 for the whole session
     aws_env             dummy AWS credentials and region, no profile, fresh moto state
 
+For plugin authors (see :mod:`bcce.testing.plugins`):
+
+    bcce_plugin_harness     ``bcce_plugin_harness(plugin_dir, grants=..., config=..., **settings)``:
+                            a PluginHarness running that plugin through the real machinery
+                            (discovery, grants, sandboxed worker); closed at teardown
+    bcce_captured_events    ``bcce_captured_events(app, pattern="*")``: a list that receives the
+                            app's events from now on
+    bcce_scripted_model     ``bcce_scripted_model(script, placeholders=None)``: a started scripted
+                            model server on 127.0.0.1 (its ``url``); stopped at teardown
+
 This module loads in every pytest session of every project with bcce installed, so it imports
 nothing from bcce (or moto, boto3, click) until a fixture runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +37,12 @@ if TYPE_CHECKING:
     from click.testing import Result
 
     from bcce.containers.application import Application
+    from bcce.events.bus import Event
     from bcce.settings.layers import LayerOptions
     from bcce.settings.model import BcceSettings
     from bcce.testing.aws import MotoServer
+    from bcce.testing.model_server import ScriptedModelServer
+    from bcce.testing.plugins import PluginHarness
 
 #: Environment variables that would let a test reach real AWS or a developer's profile.
 _AWS_LEAKS = (
@@ -170,3 +185,73 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_server: MotoSe
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     moto_server.reset()
     return moto_server
+
+
+@pytest.fixture
+def bcce_plugin_harness(tmp_path: Path) -> Iterator[Callable[..., PluginHarness]]:
+    """A factory: ``bcce_plugin_harness(plugin_dir, *, grants=..., config=..., **settings)``.
+
+    Each call builds a :class:`~bcce.testing.plugins.PluginHarness` in its own directory under
+    ``tmp_path``: an isolated application that discovers ``plugin_dir`` (and the first-party
+    plugins), grants the declared permissions unless ``grants`` says otherwise and runs the
+    plugin in the sandboxed worker. Every harness is closed when the test ends.
+    """
+    from bcce.testing.plugins import PluginHarness
+
+    built: list[PluginHarness] = []
+
+    def make(plugin_dir: str | os.PathLike[str], **kwargs: Any) -> PluginHarness:
+        kwargs.setdefault("tmp_path", tmp_path / f"bcce-harness-{len(built) + 1}")
+        harness = PluginHarness(plugin_dir, **kwargs)
+        built.append(harness)
+        return harness
+
+    yield make
+    for harness in reversed(built):
+        harness.close()
+
+
+@pytest.fixture
+def bcce_captured_events() -> Iterator[Callable[..., list[Event]]]:
+    """A factory: ``bcce_captured_events(app, pattern="*") -> list`` of the app's events.
+
+    The list fills as events matching ``pattern`` are published on ``app.events.bus()``, from
+    the call on; the subscription ends when the test does.
+    """
+    subscriptions: list[tuple[Application, str, Callable[[Event], None]]] = []
+
+    def capture(app: Application, pattern: str = "*") -> list[Event]:
+        seen: list[Event] = []
+        app.events.bus().subscribe(pattern, seen.append)
+        subscriptions.append((app, pattern, seen.append))
+        return seen
+
+    yield capture
+    for app, pattern, handler in reversed(subscriptions):
+        with contextlib.suppress(ValueError):  # the app was shut down and its bus replaced
+            app.events.bus().unsubscribe(pattern, handler)
+
+
+@pytest.fixture
+def bcce_scripted_model() -> Iterator[Callable[..., ScriptedModelServer]]:
+    """A factory: ``bcce_scripted_model(script, placeholders=None) -> ScriptedModelServer``.
+
+    ``script`` is a reply script (a mapping, or a YAML/JSON file); the server is started on
+    127.0.0.1 (a free port, see ``.url``, ``.anthropic_env(home)``, ``.bedrock_env(home)``,
+    ``.requests``) and stopped when the test ends.
+    """
+    from bcce.testing.model_server import ScriptedModelServer
+
+    servers: list[ScriptedModelServer] = []
+
+    def start(
+        script: Mapping[str, Any] | str | os.PathLike[str],
+        placeholders: Mapping[str, str] | None = None,
+    ) -> ScriptedModelServer:
+        server = ScriptedModelServer(script, placeholders=placeholders).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        server.stop()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bcce.core.strict_yaml import Limits, YamlDocument, dotted, load_yaml
-from bcce.errors import ConfigError, WorkflowError
+from bcce.errors import BcceError, ConfigError, PluginError, WorkflowError
 from bcce.workflow.expressions import ExpressionError, parse
 from bcce.workflow.model import CONTROL_TYPES, RetryPolicy, Step, Workflow
 from bcce.workflow.substitution import UndefinedVariable, substitute
@@ -35,6 +35,8 @@ class LoadOptions:
     env_allowlist: Collection[str] = ()
     builtins: Mapping[str, str] = field(default_factory=dict)
     step_types: Collection[str] | None = None  # None: do not check registration
+    unavailable_types: Mapping[str, BcceError] = field(default_factory=dict)  # failed plugins
+    step_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # plugin types
     check_files: bool = True
 
 
@@ -246,7 +248,43 @@ class _Loader:
             if step.else_children:
                 self._check_block(step.else_children)
 
+    def _check_params(self, step: Step, schema: Mapping[str, Any]) -> None:
+        """A plugin step's own keys against its type's schema; expressions are checked at run."""
+        from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+
+        from bcce.plugin.api import ENGINE_KEYS
+
+        params = {k: v for k, v in step.raw.items() if k not in ENGINE_KEYS}
+        for error in sorted(
+            Draft202012Validator(schema).iter_errors(params), key=lambda e: list(e.absolute_path)
+        ):
+            if isinstance(error.instance, str) and "${{" in error.instance:
+                continue  # its value is known only when the step runs
+            path = (*step.location, *error.absolute_path)
+            if error.validator == "additionalProperties" and not error.absolute_path:
+                unknown = sorted(set(params) - set(schema.get("properties", {})))
+                path = (*step.location, unknown[0]) if unknown else path
+            raise self.error(
+                f"{step.type} step: {error.message}",
+                path,
+                hint=f"see the parameters of {step.type} in its plugin's documentation "
+                "(`bcce plugin info`)",
+            )
+
     def _check_step(self, step: Step) -> None:
+        failed = self.options.unavailable_types.get(step.type)
+        if failed is not None:
+            mark = self.document.mark_of((*step.location, "type"))
+            raise PluginError(
+                failed.message,
+                location=f"{mark.source}:{mark.line}:{mark.column}" if mark else str(self.source),
+                key=dotted((*step.location, "type")),
+                hint=failed.hint,
+                code=failed.code,
+            )
+        schema = self.options.step_schemas.get(step.type)
+        if schema is not None:
+            self._check_params(step, schema)
         types = self.options.step_types
         if types is not None and step.type not in types and step.type not in CONTROL_TYPES:
             raise self.error(

@@ -124,6 +124,8 @@ class WorkflowRunner:
             env_allowlist=self.settings.workflow.env_allowlist,
             builtins=self.builtins(run_id, None),
             step_types=self.registry.names(),
+            unavailable_types=self.registry.unavailable(),
+            step_schemas={t.name: t.schema for t in self.registry if t.schema is not None},
         )
 
     def builtins(self, run_id: str, workflow_model: str | None) -> dict[str, str]:
@@ -393,12 +395,24 @@ class _Execution:
         self.timed_out = False
         self.paused: str | None = None  # the step awaiting approval, once one is
         self._last_cancel_check = 0.0
+        # The step types as registered when the run started: a plugin reloaded mid-run keeps
+        # serving this run with the version it started with (each type's lease holds it).
+        self.step_types = {
+            step.type: runner.registry.get(step.type)
+            for top in workflow.steps
+            for step in top.walk()
+            if step.type not in CONTROL_TYPES
+        }
 
     # -- the phases -------------------------------------------------------------------------
     def drive(self) -> RunResult:
         subscription = self._subscribe_events_file()
         started = time.monotonic()
+        leases = contextlib.ExitStack()
         try:
+            for step_type in self.step_types.values():
+                if step_type.lease is not None:
+                    leases.enter_context(step_type.lease())
             with log.contextualize(run_id=self.run_id):
                 self._start(started)
                 top = _Scope(None)
@@ -410,6 +424,7 @@ class _Execution:
                 self.recorder.snapshot()
             raise
         finally:
+            leases.close()
             kill_cookie(run_cookie(self.recorder.directory))
             self.runner.bus.unsubscribe("*", subscription)
             self.events_file.close()
@@ -672,7 +687,7 @@ class _Execution:
         return EvaluationContext(values=values, status=self._status(scope))  # type: ignore[arg-type]
 
     def _run_leaf(self, step: Step, scope: _Scope, *, cleanup: bool = False) -> None:
-        step_type = self.runner.registry.get(step.type)
+        step_type = self.step_types.get(step.type) or self.runner.registry.get(step.type)
         executor = step_type.factory()
         artifacts = self.recorder.directory / step.id
         artifacts.mkdir(parents=True, exist_ok=True)

@@ -337,3 +337,25 @@ def test_signing_with_a_non_ed25519_key_is_refused(plugin: Path) -> None:
     with pytest.raises(PluginError, match="not Ed25519"):
         sign_plugin(plugin, pem)
     assert not (plugin / SIGNATURE_FILE).exists()
+
+
+def test_bytecode_caches_are_neither_signed_nor_staged(tmp_path: Path) -> None:
+    from bcce.plugin.signing import (
+        generate_keypair,
+        sign_plugin,
+        stage_verified_copy,
+        verify_plugin,
+    )
+
+    plugin = tmp_path / "p"
+    (plugin / "pkg").mkdir(parents=True)
+    (plugin / "bcce.plugin.json").write_text("{}", "utf-8")
+    (plugin / "pkg" / "mod.py").write_text("X = 1\n", "utf-8")
+    private, public = generate_keypair()
+    sign_plugin(plugin, private)
+    cache = plugin / "pkg" / "__pycache__"
+    cache.mkdir()
+    (cache / "mod.cpython-311.pyc").write_bytes(b"not what the source says")
+    verify_plugin(plugin, [public])  # a test run's bytecode does not break the signature
+    staged = stage_verified_copy(plugin, tmp_path / "staged", [public])
+    assert not (staged / "pkg" / "__pycache__").exists()

@@ -1,0 +1,1 @@
+"""bcce's first-party ``http`` plugin: the ``http:request`` step type (see ``plugin``)."""

@@ -1,0 +1,1 @@
+"""bcce's first-party ``slack`` plugin: ``notification:slack`` and ``approval:slack``."""

@@ -1,0 +1,1 @@
+"""Tests of the first-party plugins (plugins/), each driven through a sandboxed worker."""

@@ -375,10 +375,11 @@ def keygen(directory: Path | None, name: str) -> None:
 )
 def sign(directory: Path, key_file: Path) -> None:
     """Sign every file of a plugin directory: writes DIRECTORY/bcce.plugin.sig."""
-    from bcce.plugin.manifest import load_manifest
+    from bcce.plugin.manifest import check_schemas, load_manifest
     from bcce.plugin.signing import sign_plugin, verify_plugin
 
     manifest = load_manifest(directory)  # signing a broken plugin helps nobody
+    check_schemas(manifest)
     private = _read_key(key_file)
     written = sign_plugin(directory, private)
     verified = verify_plugin(directory, [_public_of(private)])
@@ -542,10 +543,11 @@ def _parameters(schema: Mapping[str, Any]) -> list[dict[str, Any]]:
 # -- helpers: validate -----------------------------------------------------------------------
 def _validate(directory: Path) -> tuple[Manifest, dict[str, Any]]:
     from bcce.plugin.discovery import incompatibility
-    from bcce.plugin.manifest import load_manifest
+    from bcce.plugin.manifest import check_schemas, load_manifest
     from bcce.plugin.signing import SIGNATURE_FILE, verify_plugin
 
     manifest = load_manifest(directory)
+    check_schemas(manifest)
     problem = incompatibility(manifest)
     if problem is not None:
         raise PluginError(

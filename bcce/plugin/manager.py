@@ -34,7 +34,7 @@ from bcce.errors import BcceError, ConfigError, PluginError
 from bcce.plugin.discovery import DiscoveryReport, discover, plugin_defaults
 from bcce.plugin.manifest import Manifest, load_manifest
 from bcce.plugin.permissions import PermissionSet, effective, parse_permissions
-from bcce.plugin.signing import SIGNATURE_FILE
+from bcce.plugin.schema import SIGNATURE_FILE
 from bcce.settings.layers import PluginDefaults
 from bcce.settings.model import PluginsSettings
 
@@ -541,14 +541,14 @@ class PluginManager:
 
     def _verify(self, manifest: Manifest) -> VerifiedSignature | None:
         """Check the signature when there is one or one is required; None when unsigned."""
-        from bcce.plugin.signing import CODE_UNSIGNED, SignatureError, verify_plugin
-
         root = manifest.root
         assert root is not None
         signed = (root / SIGNATURE_FILE).exists()
         first_party = manifest.source is not None and manifest.source.kind == "first-party"
         if not signed:
             if self.settings.require_signature and not first_party:
+                from bcce.plugin.signing import CODE_UNSIGNED, SignatureError
+
                 raise SignatureError(
                     f"plugin {manifest.name!r} is not signed and plugins.require_signature is on",
                     reason="unsigned",
@@ -558,6 +558,8 @@ class PluginManager:
                     "plugins.trusted_keys",
                 )
             return None
+        from bcce.plugin.signing import verify_plugin  # cryptography: only for signed plugins
+
         return verify_plugin(root, self.settings.trusted_keys)
 
     def _grants(self, name: str) -> PermissionSet:
@@ -572,9 +574,13 @@ class PluginManager:
     def _config(self, manifest: Manifest) -> dict[str, Any]:
         config = dict(self.settings.config.get(manifest.name, {}))
         schema = manifest.config_schema
-        if schema is None:
-            return config
+        if schema is None or (not config and not schema.get("required")):
+            return config  # nothing to check: spare every start-up the jsonschema import
         from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+
+        from bcce.plugin.manifest import check_json_schema
+
+        check_json_schema(schema, str(manifest.path), "configuration.schema")
 
         errors = sorted(
             Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path)

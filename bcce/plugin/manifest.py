@@ -299,7 +299,6 @@ def _config_schema(
     required = configuration.get("required")
     if required:
         schema["required"] = sorted({*schema.get("required", []), *required})
-    _check_json_schema(schema, location, key)
     return schema
 
 
@@ -318,10 +317,21 @@ def _step_schemas(
                 key=key,
                 hint="list the type in provides.stepTypes or remove its schema",
             )
-        schema = _schema(value, root, location, key)
-        _check_json_schema(schema, location, key)
-        schemas[step_type] = schema
+        schemas[step_type] = _schema(value, root, location, key)
     return schemas
+
+
+def check_schemas(manifest: Manifest) -> None:
+    """Check that the manifest's configuration and step schemas are valid JSON Schemas.
+
+    Not part of :func:`load_manifest`: it needs jsonschema (some 100 ms to import), so it runs
+    where a schema is first used, and in ``bcce plugin validate``.
+    """
+    location = str(manifest.path)
+    if manifest.config_schema is not None:
+        check_json_schema(manifest.config_schema, location, "configuration.schema")
+    for step_type, schema in manifest.step_schemas.items():
+        check_json_schema(schema, location, f"stepSchemas.{step_type}")
 
 
 def _schema(
@@ -337,7 +347,8 @@ def _schema(
     return loaded
 
 
-def _check_json_schema(schema: Mapping[str, Any], location: str, key: str) -> None:
+def check_json_schema(schema: Mapping[str, Any], location: str | None, key: str) -> None:
+    """Raise a located PluginError unless ``schema`` is a valid draft 2020-12 JSON Schema."""
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
     from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped, unused-ignore]
 
@@ -372,6 +383,8 @@ __all__ = [
     "PluginSource",
     "PluginType",
     "SourceKind",
+    "check_json_schema",
+    "check_schemas",
     "json_key",
     "load_manifest",
     "parse_strict_json",

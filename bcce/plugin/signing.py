@@ -39,8 +39,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from bcce.errors import ConfigError, PluginError
+from bcce.plugin.schema import SIGNATURE_FILE
 
-SIGNATURE_FILE = "bcce.plugin.sig"
 #: Python's bytecode caches (left by running a plugin's tests) are not part of a plugin.
 BYTECODE_CACHE = "__pycache__"
 SIGNATURE_VERSION = 1

@@ -253,7 +253,9 @@ class _Loader:
         from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
 
         from bcce.plugin.api import ENGINE_KEYS
+        from bcce.plugin.manifest import check_json_schema
 
+        check_json_schema(schema, None, f"stepSchemas.{step.type}")
         params = {k: v for k, v in step.raw.items() if k not in ENGINE_KEYS}
         for error in sorted(
             Draft202012Validator(schema).iter_errors(params), key=lambda e: list(e.absolute_path)

@@ -230,9 +230,13 @@ def test_an_inline_configuration_schema_is_accepted(tmp_path: Path) -> None:
 
 
 def test_an_invalid_configuration_schema_is_refused(tmp_path: Path) -> None:
+    from bcce.plugin.manifest import check_schemas
+
     configuration = {"schema": {"type": "no-such-type"}}
-    error = error_of(write(tmp_path, manifest_data(configuration=configuration)))
-    assert error.key == "configuration.schema"
+    manifest = load_manifest(write(tmp_path, manifest_data(configuration=configuration)))
+    with pytest.raises(PluginError) as caught:
+        check_schemas(manifest)
+    assert caught.value.key == "configuration.schema"
 
 
 def test_defaults_are_kept_by_settings_section(tmp_path: Path) -> None:
@@ -270,3 +274,24 @@ def test_the_source_is_recorded(tmp_path: Path) -> None:
 )
 def test_the_fast_validity_check_agrees_with_jsonschema(document: Any) -> None:
     assert is_valid_manifest(document) == manifest_validator().is_valid(document)
+
+
+def test_invalid_step_and_configuration_schemas_are_reported_where_checked(
+    tmp_path: Path,
+) -> None:
+    from bcce.plugin.manifest import check_schemas, load_manifest
+
+    data = {
+        "name": "acme",
+        "version": "1.0.0",
+        "type": "step",
+        "entryPoint": "acme.plugin:Plugin",
+        "provides": {"stepTypes": ["acme:run"]},
+        "stepSchemas": {"acme:run": {"type": "no-such-type"}},
+    }
+    (tmp_path / "bcce.plugin.json").write_text(json.dumps(data), "utf-8")
+    manifest = load_manifest(tmp_path)  # cheap: schemas are kept, not yet checked
+    with pytest.raises(PluginError) as caught:
+        check_schemas(manifest)
+    assert caught.value.key == "stepSchemas.acme:run"
+    assert caught.value.location == str(tmp_path / "bcce.plugin.json")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 SCHEMA_RESOURCE = "bcce.plugin.schema.json"
 MANIFEST_FILE = "bcce.plugin.json"
+SIGNATURE_FILE = "bcce.plugin.sig"
 
 
 @functools.cache
@@ -63,6 +64,7 @@ def is_valid_manifest(document: object) -> bool:
 __all__ = [
     "MANIFEST_FILE",
     "SCHEMA_RESOURCE",
+    "SIGNATURE_FILE",
     "is_valid_manifest",
     "load_schema",
     "manifest_validator",

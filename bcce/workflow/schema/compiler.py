@@ -44,9 +44,7 @@ _ANNOTATIONS = frozenset(
     }
 )
 # Keywords that look at the value alone and are left to jsonschema, one keyword at a time.
-_DELEGATED = frozenset(
-    {"multipleOf", "minProperties", "maxProperties", "dependentRequired", "format"}
-)
+_DELEGATED = frozenset({"multipleOf", "dependentRequired", "format"})
 # Keywords whose subschemas apply to the value itself, so their evaluated properties count.
 _IN_PLACE = frozenset({"allOf", "anyOf", "oneOf", "if", "$ref"})
 
@@ -158,6 +156,10 @@ class _Compiler:
             return properties
         if keyword == "additionalProperties":
             return self._additional(node, arg)
+        if keyword == "minProperties":
+            return lambda value: not isinstance(value, dict) or len(value) >= arg
+        if keyword == "maxProperties":
+            return lambda value: not isinstance(value, dict) or len(value) <= arg
         if keyword == "propertyNames":
             test = self.check(arg)
             return lambda value: not isinstance(value, dict) or all(test(n) for n in value)

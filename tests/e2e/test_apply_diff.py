@@ -233,3 +233,61 @@ def test_in_a_git_repository_the_fix_lands_in_the_work_tree_only(
     assert git_project("rev-parse", "HEAD") == head
     assert git_project("status", "--porcelain") == " M src/app.py\n"
     assert len(git_project("worktree", "list").splitlines()) == 1
+
+
+# --- an approval integration (the first-party slack plugin) is asked --------------------------
+
+
+@pytest.fixture
+def webhook() -> Any:
+    """A local Slack-like incoming webhook on 127.0.0.1 recording what it is sent."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[Any] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append(json.loads(body))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/approvals", received
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def test_an_approval_integration_is_asked_and_the_run_waits_for_the_answer(
+    make_agent_app: Callable[..., Any],
+    run_agent: Callable[..., AgentRun],
+    script: Callable[..., dict[str, Any]],
+    project: Path,
+    webhook: Any,
+) -> None:
+    import json
+
+    url, received = webhook
+    app = make_agent_app(
+        plugins={
+            "grants": {"slack": [{"permission": "network:http", "scope": ["127.0.0.1"]}]},
+            "integrations": [{"type": "approval:slack", "webhook": url}],
+        }
+    )
+    ran = run_agent(FIX_THEN_APPLY, {"fix": script(*FIX_APP)}, app=app)
+    assert ran.exit_code == 0, ran.output
+    assert ran.step("apply")["status"] == "awaiting_approval"
+    assert (project / "src/app.py").read_text() == ORIGINAL_APP
+    [message] = [json.dumps(m) for m in received]
+    assert f"bcce workflow resume {ran.run_id} --approve" in message
+    assert "src/app.py" in message

@@ -70,23 +70,28 @@ def create_application(
 
 
 def _merge_plugin_choices(app: Application) -> None:
-    contributions = app.plugins.manager().selector_choices()
+    manager = app.plugins.manager()
     points = selector_points(app)
-    for key, choices in contributions.items():
-        selector = points.get(key)
-        if selector is None:
-            raise PluginError(
-                f"a plugin offers a choice for {key}, which is not a swappable component",
-                hint=f"swappable components: {', '.join(sorted(points))}",
-            )
-        clash = set(choices) & set(selector.providers)
-        if clash:
-            raise PluginError(
-                f"a plugin offers {key} choice(s) {', '.join(sorted(clash))} that already exist",
-                hint="plugins add choices under new names; they never replace built-ins",
-            )
-        # set_providers replaces; keep the built-ins and add the plugin's.
-        selector.set_providers(**{**selector.providers, **choices})
+    for key, choices in manager.selector_choices().items():
+        selector = points[key]  # the manager offers only storage.backend and auth.provider
+        added = dict(selector.providers)
+        for choice, provider in choices.items():
+            if choice in added:
+                # That plugin is refused; the host and the built-in carry on.
+                owner = manager.owner_of(key, choice)
+                manager.reject(
+                    owner,
+                    PluginError(
+                        f"plugin {owner!r} offers {key} choice {choice!r}, "
+                        "which a built-in already is",
+                        key=key,
+                        hint="plugins add choices under new names; they never replace built-ins",
+                    ),
+                )
+                continue
+            added[choice] = provider
+        # set_providers replaces; keep the built-ins and add the plugins'.
+        selector.set_providers(**added)
 
 
 def _check_selectors(app: Application, settings: BcceSettings) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -27,6 +30,21 @@ _MARKS = {
 }
 
 
+@contextlib.contextmanager
+def _reader_gone() -> Iterator[None]:
+    """``bcce workflow run | head``: once the reader leaves, drop the view, never the run."""
+    try:
+        yield
+    except BrokenPipeError:
+        # Point the standard streams at /dev/null so later writes (and the interpreter's
+        # final flush) do not fail again; the run itself goes on and is recorded as usual.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 class LiveView:
     """Subscribes to the run's events; interactive terminals also get the steps' output."""
 
@@ -37,7 +55,7 @@ class LiveView:
         self._lock = threading.Lock()
 
     def _line(self, text: str) -> None:
-        with self._lock:
+        with self._lock, _reader_gone():
             click.echo(text)
 
     def on_event(self, event: Event) -> None:
@@ -86,7 +104,7 @@ class LiveView:
 
     def echo(self, step_id: str, stream: str, data: bytes) -> None:
         text = data.decode("utf-8", "replace")
-        with self._lock:
+        with self._lock, _reader_gone():
             target = sys.stderr if stream == "stderr" else sys.stdout
             for line in text.splitlines():
                 target.write(click.style(f"    {step_id} | ", dim=True) + line + "\n")

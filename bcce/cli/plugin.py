@@ -56,12 +56,14 @@ def list_plugins(as_json: bool) -> None:
     report = manager.report
     problems = [_problem(p) for p in report.problems]
     shadowed = [_shadowed(s) for s in report.shadowed]
+    configuration = [error.to_dict() for error in manager.problems]
     if as_json:
         echo_json(
             {
                 "plugins": [s.to_dict() for s in statuses],
                 "problems": problems,
                 "shadowed": shadowed,
+                "configuration": configuration,
             }
         )
         return
@@ -90,6 +92,10 @@ def list_plugins(as_json: bool) -> None:
             click.echo(f"    from {problem['source']}")
             if problem["hint"]:
                 click.echo(f"    hint: {problem['hint']}")
+    if manager.problems:
+        click.echo(f"\nconfiguration ({len(manager.problems)}):")
+        for error in manager.problems:
+            click.echo(f"  {_indent(error.render(), 4)}")
     if shadowed:
         click.echo(f"\nshadowed ({len(shadowed)}):")
         for entry in shadowed:

@@ -1,17 +1,12 @@
 from __future__ import annotations
 
-import re
-
 from dependency_injector import containers, providers
 
 from bcce.core.clock import SystemClock
 from bcce.core.ids import IdGenerator
 from bcce.core.log import configure_logging
 from bcce.core.redaction import Redactor
-from bcce.settings.model import BcceSettings
-
-#: Plugin configuration and integration option names whose values are secrets.
-_SECRET_NAMES = re.compile(r"webhook|token|secret|password|passwd|api_?key|credential", re.I)
+from bcce.settings.model import SECRET_OPTION, BcceSettings
 
 
 def _secrets(settings: BcceSettings) -> list[str]:
@@ -22,7 +17,7 @@ def _secrets(settings: BcceSettings) -> list[str]:
     options = [i.model_dump() for i in settings.plugins.integrations]
     for entries in (*options, *settings.plugins.config.values()):
         values += [
-            v for k, v in entries.items() if isinstance(v, str) and v and _SECRET_NAMES.search(k)
+            v for k, v in entries.items() if isinstance(v, str) and v and SECRET_OPTION.search(k)
         ]
     dumped = settings.model_dump(mode="python")
     for path, origin in settings.provenance:

@@ -9,7 +9,7 @@ either a plugin itself or a directory of plugin directories.
 Nothing here raises for a bad plugin: a bad manifest, an incompatible plugin, a shadowed
 duplicate and a disabled plugin all end up in the :class:`DiscoveryReport`, each with its source.
 Among the compatible manifests of one name the highest version wins; at equal versions the
-earlier source wins.
+earlier source wins. A first-party plugin's name is reserved: it always wins.
 """
 
 from __future__ import annotations
@@ -124,8 +124,10 @@ def discover(
     disabled = set(settings.disabled)
     for name in sorted({m.name for m in candidates}):
         same = [m for m in candidates if m.name == name]
-        # sorted() is stable, so at equal versions the earlier source keeps its place
-        winner, *losers = sorted(same, key=lambda m: m.release, reverse=True)
+        # A first-party plugin's name is reserved: whatever its version, another source cannot
+        # take its place (nor the grants the administrator gave it). Otherwise the highest
+        # version wins; sorted() is stable, so at equal versions the earlier source does.
+        winner, *losers = sorted(same, key=lambda m: (_is_first_party(m), m.release), reverse=True)
         report.shadowed.extend(ShadowedPlugin(loser, winner) for loser in losers)
         (report.disabled if name in disabled else report.plugins).append(winner)
     return report
@@ -240,6 +242,10 @@ def _package_directory(dotted: str) -> Path:
         if (Path(location) / MANIFEST_FILE).is_file():
             return Path(location)
     raise LookupError(f"package {dotted!r} has no {MANIFEST_FILE}")
+
+
+def _is_first_party(manifest: Manifest) -> bool:
+    return manifest.source is not None and manifest.source.kind == "first-party"
 
 
 # -- checks --------------------------------------------------------------------------------

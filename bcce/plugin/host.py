@@ -321,7 +321,8 @@ class PluginStepExecutor:
         remaining = None if context.deadline is None else context.deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             return StepResult("timed_out", error="exceeded its timeout before it started")
-        timeout = self.plugin.timeout if remaining is None else min(self.plugin.timeout, remaining)
+        # The step's own time bound governs its call; plugins.timeout_seconds when it has none.
+        timeout = self.plugin.timeout if remaining is None else remaining
         isolation = self.plugin.runtime.isolation()
         context.publish(
             "plugin.call",
@@ -545,7 +546,7 @@ class NotificationDispatcher:
     ) -> None:
         self.name = integration_type
         self.options = {k: v for k, v in options.items() if k != "type"}
-        self.patterns = [str(p) for p in options.get("events", ["workflow.*"])]
+        self.patterns = [str(p) for p in options["events"]]
         self._resolve = resolve
         self._queue: queue.Queue[Event | None] = queue.Queue(max_queue)
         self._thread: threading.Thread | None = None

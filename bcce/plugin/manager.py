@@ -126,6 +126,9 @@ class PluginManager:
         self._monitor: threading.Thread | None = None
         self._stop_monitor = threading.Event()
         self._activated = False
+        self._choice_owners: dict[tuple[str, str], str] = {}
+        #: Configuration problems found while activating (reported, not raised).
+        self.problems: list[BcceError] = []
 
     # -- discovery ---------------------------------------------------------------------------
     @property
@@ -187,6 +190,8 @@ class PluginManager:
             self._activated = True
             self._warn_unknown_names()
             for manifest in self.report.plugins:
+                if manifest.name in self._failed:  # refused already (a Selector clash)
+                    continue
                 try:
                     self._install(self._prepare(manifest))
                 except BcceError as exc:
@@ -203,6 +208,9 @@ class PluginManager:
         for manifest in self.report.plugins:
             resolve = self._resolver(manifest.name)
             for provided in manifest.provides:
+                if manifest.type in ("storage", "auth"):
+                    key = "storage.backend" if manifest.type == "storage" else "auth.provider"
+                    self._choice_owners[(key, provided)] = manifest.name
                 if manifest.type == "storage":
                     backend = providers.Singleton(PluginStorageBackend, provided, resolve)
                     choices.setdefault("storage.backend", {})[provided] = backend
@@ -210,6 +218,19 @@ class PluginManager:
                     provider = providers.Singleton(PluginAuthProvider, provided, resolve)
                     choices.setdefault("auth.provider", {})[provided] = provider
         return choices
+
+    def owner_of(self, key: str, choice: str) -> str:
+        """The plugin offering ``choice`` for the Selector ``key``."""
+        return self._choice_owners[(key, choice)]
+
+    def reject(self, name: str, error: BcceError) -> None:
+        """Refuse plugin ``name`` for a reason found outside the manager (a Selector clash)."""
+        with self._lock:
+            loaded = self._plugins.pop(name, None)
+            if loaded is not None:
+                self._unregister(loaded)
+                loaded.retire()
+            self._fail(name, error)
 
     def approval_gates(self) -> list[ApprovalGate]:
         """The ``approval:*`` integrations configured in ``plugins.integrations``."""
@@ -621,20 +642,30 @@ class PluginManager:
         from bcce.plugin.host import PluginStepExecutor
         from bcce.workflow.registry import StepType
 
-        self._plugins[loaded.name] = loaded
         if loaded.manifest.type == "step" and self.registry is not None:
-            for step_type in loaded.manifest.provides:
-                self.registry.register(
-                    StepType(
-                        step_type,
-                        _executor_factory(PluginStepExecutor, loaded, step_type),
-                        provider=f"plugin {loaded.name} {loaded.version}",
-                        description=loaded.manifest.description or "",
-                        schema=loaded.manifest.step_schemas.get(step_type),
-                        lease=loaded.lease,
-                    ),
-                    replace=self._owns(step_type, loaded.name),
-                )
+            done: list[str] = []
+            try:
+                for step_type in loaded.manifest.provides:
+                    self.registry.register(
+                        StepType(
+                            step_type,
+                            _executor_factory(PluginStepExecutor, loaded, step_type),
+                            provider=f"plugin {loaded.name} {loaded.version}",
+                            description=loaded.manifest.description or "",
+                            schema=loaded.manifest.step_schemas.get(step_type),
+                            lease=loaded.lease,
+                        ),
+                        replace=self._owns(step_type, loaded.name),
+                    )
+                    done.append(step_type)
+            except BcceError as exc:  # e.g. a type another plugin registered first
+                for step_type in done:
+                    self.registry.unregister(step_type)
+                raise PluginError(
+                    f"plugin {loaded.name!r} cannot register its step types: {exc.message}",
+                    hint=exc.hint,
+                ) from None
+        self._plugins[loaded.name] = loaded
         self._publish(
             "plugin.registered",
             {**loaded.describe(), "provides": list(loaded.manifest.provides)},
@@ -661,7 +692,6 @@ class PluginManager:
                 reason = PluginError(
                     f"step type {step_type!r} comes from plugin {name!r}, which failed to load: "
                     f"{error.message}",
-                    code=error.code,
                     location=error.location,
                     key=error.key,
                     hint=error.hint or f"see `bcce plugin info {name}`",
@@ -682,12 +712,17 @@ class PluginManager:
             options = integration.model_dump()
             owner = provided.get(integration.type)
             if owner is None:
-                raise ConfigError(
+                # Reported (bcce plugin list), not fatal: a missing notifier must not stop
+                # every command, and a missing approval gate leaves approvals pending.
+                problem = ConfigError(
                     f"no enabled plugin provides integration type {integration.type!r}",
                     key=f"plugins.integrations[{index}].type",
                     location=self._location(("plugins", "integrations")),
                     hint=f"integration types available: {', '.join(sorted(provided)) or 'none'}",
                 )
+                self.problems.append(problem)
+                log.warning("{}", problem.render())
+                continue
             resolve = self._resolver(owner)
             if integration.type.startswith("approval:"):
                 self._gates.append(PluginApprovalGate(integration.type, options, resolve))

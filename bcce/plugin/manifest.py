@@ -264,12 +264,49 @@ def _build(data: dict[str, Any], path: Path, source: PluginSource) -> Manifest:
         provides=_provides(data),
         config_schema=_config_schema(data.get("configuration"), root, location),
         step_schemas=_step_schemas(data, root, location),
-        defaults=data.get("defaults", {}),
+        defaults=_defaults(data, location),
         description=data.get("description"),
         author=data.get("author"),
         source=source,
         path=path,
     )
+
+
+def _defaults(data: Mapping[str, Any], location: str) -> dict[str, Any]:
+    """A plugin's settings defaults: its own configuration, ``plugins.config.<name>``, only.
+
+    Anything wider would let a plugin grant itself permissions or loosen policy just by being
+    discovered (even if it is then refused for its signature).
+    """
+    defaults: dict[str, Any] = data.get("defaults", {})
+    name = data["name"]
+    for section, values in defaults.items():
+        bad = _default_outside_own_config(section, values, name)
+        if bad is not None:
+            raise PluginError(
+                "a plugin's defaults may set only its own configuration",
+                location=location,
+                key=bad,
+                hint=f'write {{"plugins": {{"config": {{"{name}": {{...}}}}}}}}; other settings '
+                "are the administrator's",
+            )
+    return defaults
+
+
+def _default_outside_own_config(section: str, values: Mapping[str, Any], name: str) -> str | None:
+    """The first key of a defaults section that is not ``plugins.config.<name>``, if any."""
+    if section != "plugins":
+        return f"defaults.{section}"
+    extra = sorted(set(values) - {"config"})
+    if extra:
+        return f"defaults.plugins.{extra[0]}"
+    config = values.get("config", {})
+    others = sorted(set(config) - {name})
+    if others:
+        return f"defaults.plugins.config.{others[0]}"
+    if not isinstance(config.get(name, {}), Mapping):
+        return f"defaults.plugins.config.{name}"
+    return None
 
 
 def _permissions(entries: list[Any], location: str) -> tuple[Permission, ...]:

@@ -191,7 +191,9 @@ def _covers(kind: PermissionKind, pattern: str, target: str) -> bool:
         if not glob.is_magic(target, flags=_GLOB_FLAGS):
             target = os.path.realpath(target)
         root = pattern.rstrip("/") or "/"
-        return target == root or glob.globmatch(target, pattern, flags=_GLOB_FLAGS)
+        # `DIR/**` covers DIR itself too: a grant of a tree includes its top.
+        tree = pattern[:-3] if pattern.endswith("/**") else None
+        return target in (root, tree) or glob.globmatch(target, pattern, flags=_GLOB_FLAGS)
     if kind in NETWORK_KINDS:
         return fnmatch.fnmatchcase(target.lower(), pattern.lower())
     return fnmatch.fnmatchcase(target, pattern)

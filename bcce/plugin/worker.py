@@ -274,6 +274,8 @@ class PluginWorker:
         ``should_stop`` is polled while waiting; once it returns True the worker is killed and
         the call fails as cancelled (the next request finds the worker not running).
         """
+        # Messages name what the plugin was asked to do, not the protocol verb.
+        named = str((params or {}).get("method", method)) if method == "call" else method
         with self._lock:
             process = self._process
             if process is None or process.poll() is not None or process.stdin is None:
@@ -285,12 +287,12 @@ class PluginWorker:
                 process.stdin.write(line.encode() + b"\n")
                 process.stdin.flush()
             except OSError:
-                raise self._died(method) from None
+                raise self._died(named) from None
             reply = self._await_reply(
-                method, self.timeout if timeout is None else timeout, should_stop
+                named, self.timeout if timeout is None else timeout, should_stop
             )
             if reply is None:
-                raise self._died(method)
+                raise self._died(named)
             if reply.get("id") != request_id:
                 self._kill()
                 raise PluginError(f"plugin {self.entry_point!r} broke the protocol: {reply!r}")
@@ -299,12 +301,12 @@ class PluginWorker:
                 kind = error.get("type", "Error")
                 if kind == "MemoryError":
                     raise PluginError(
-                        f"plugin {self.entry_point!r} ran out of memory in {method!r} "
+                        f"plugin {self.entry_point!r} ran out of memory in {named!r} "
                         f"(limit {self.memory_mb} MiB)",
                         hint="raise plugins.memory_mb or make the plugin use less memory",
                     )
                 raise PluginError(
-                    f"plugin {self.entry_point!r} failed in {method!r}: "
+                    f"plugin {self.entry_point!r} failed in {named!r}: "
                     f"{kind}: {error.get('message', '')}"
                 )
             return reply.get("result")
@@ -374,8 +376,10 @@ class PluginWorker:
         env = {"PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
         env_grant = self.permissions.get("env:read")
         if env_grant is not None:
-            names = os.environ if env_grant.scope is None else env_grant.scope
-            env.update({n: os.environ[n] for n in names if n in os.environ})
+            # Scopes are variable names or patterns (ACME_*), as permissions match them.
+            env.update(
+                {n: v for n, v in os.environ.items() if self.permissions.allows("env:read", n)}
+            )
         if self.tier == "A":
             env["HOME"] = _WORK_DIR
             return [*self._bwrap_argv(), "--", *worker], env, "/"
@@ -447,6 +451,10 @@ class PluginWorker:
         argv += [arg for root in read_roots if root != "/" for arg in ("--ro-bind-try", root, root)]
         argv += [arg for root in write_roots if root != "/" for arg in ("--bind-try", root, root)]
         argv += ["--ro-bind", str(self.plugin_dir), str(self.plugin_dir), "--chdir", _WORK_DIR]
+        if "/" not in write_roots:
+            # The sandbox's own root is a scratch tmpfs: read-only, a write outside the grants
+            # fails (EROFS) instead of vanishing with the sandbox. The work dir is its own tmpfs.
+            argv += ["--remount-ro", "/"]
         return argv
 
     @staticmethod

@@ -6,6 +6,7 @@ them are assembled in :mod:`bcce.settings.layers`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -13,6 +14,20 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bcce.settings.provenance import Provenance
+
+#: Free-form plugin options (plugins.config, plugins.integrations) are secrets by name.
+SECRET_OPTION = re.compile(r"webhook|token|secret|password|passwd|api_?key|credential", re.I)
+
+
+def is_secret_option(path: tuple[str | int, ...]) -> bool:
+    """Whether ``path`` is a free-form plugin option whose name says it holds a secret."""
+    return (
+        len(path) >= 4
+        and path[:2] in (("plugins", "config"), ("plugins", "integrations"))
+        and isinstance(path[-1], str)
+        and bool(SECRET_OPTION.search(path[-1]))
+    )
+
 
 LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 
@@ -103,7 +118,12 @@ class IntegrationSettings(BaseModel):
 
     type: str = Field(pattern=r"^[a-z][a-z0-9_-]*:[a-z][a-z0-9_-]*$")
     events: list[str] = Field(
-        default_factory=lambda: ["workflow.*"],
+        default_factory=lambda: [
+            "workflow.started",
+            "workflow.completed",
+            "workflow.failed",
+            "workflow.cancelled",
+        ],
         description="event type patterns (step.*, workflow.failed) a notification hears",
     )
 
@@ -117,7 +137,7 @@ class PluginsSettings(Section):
         default=False, description="reject unsigned plugins and plugins signed by unknown keys"
     )
     trusted_keys: list[str] = Field(
-        default_factory=list, description="Ed25519 public keys (PEM, OpenSSH or base64) trusted"
+        default_factory=list, description="Ed25519 public keys trusted (PEM or OpenSSH lines)"
     )
     strict: bool = Field(
         default=True,

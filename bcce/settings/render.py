@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from bcce.core.strict_yaml import flatten
-from bcce.settings.model import BcceSettings
+from bcce.settings.model import BcceSettings, is_secret_option
 from bcce.settings.provenance import Origin, PathKey, dotted
 
 MASK = "********"
@@ -34,7 +34,8 @@ def effective_config(settings: BcceSettings) -> dict[str, Any]:
     data = settings.model_dump(mode="python")
     out: dict[str, Any] = {}
     for path, value in flatten(data):
-        shown = MASK if settings.provenance.is_secret(path) else _masked(value)
+        secret = settings.provenance.is_secret(path) or (is_secret_option(path) and value)
+        shown = MASK if secret else _masked(value)
         _put(out, path, _jsonable(shown))
     return out
 

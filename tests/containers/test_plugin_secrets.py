@@ -28,3 +28,13 @@ def test_webhook_urls_and_tokens_of_plugins_are_redacted(
         {"plugins": {"integrations": [{"type": "notification:slack", "webhook": hook}]}}
     )
     assert hook in _secrets(settings)
+
+
+def test_config_show_masks_secret_plugin_options(
+    bcce_make_app: Callable[..., Application],
+) -> None:
+    from bcce.settings.render import MASK, effective_config
+
+    app = bcce_make_app(plugins={"config": {"anything": {"api_token": "tok-1", "channel": "#o"}}})
+    shown = effective_config(app.settings())["plugins"]["config"]["anything"]
+    assert shown == {"api_token": MASK, "channel": "#o"}

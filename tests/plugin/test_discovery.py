@@ -201,13 +201,14 @@ def test_the_highest_version_wins_and_the_others_are_shadowed(tmp_path: Path) ->
 
 
 def test_at_equal_versions_the_earlier_source_wins(tmp_path: Path) -> None:
-    make_plugin(tmp_path / "first-party" / "acme")
     make_plugin(tmp_path / "project" / "plugins" / "acme")
-    report = run(tmp_path)
+    environ = {"BCCE_PLUGIN_PATH": str(tmp_path / "env")}
+    make_plugin(tmp_path / "env" / "acme")
+    report = run(tmp_path, environ=environ)
     assert report.plugins[0].source is not None
     assert report.plugins[0].source.kind == "cwd"
     assert report.shadowed[0].manifest.source is not None
-    assert report.shadowed[0].manifest.source.kind == "first-party"
+    assert report.shadowed[0].manifest.source.kind == "env"
 
 
 def test_a_pre_release_loses_to_its_release(tmp_path: Path) -> None:
@@ -321,19 +322,30 @@ def test_disabling_an_unknown_plugin_changes_nothing(tmp_path: Path) -> None:
 # -- defaults ------------------------------------------------------------------------------
 def test_plugin_defaults_come_from_chosen_plugins_only(tmp_path: Path) -> None:
     plugins = tmp_path / "project" / "plugins"
-    make_plugin(plugins / "acme", defaults={"storage": {"root": "/srv/acme"}})
-    make_plugin(plugins / "off", "off", defaults={"storage": {"root": "/srv/off"}})
+    acme = {"plugins": {"config": {"acme": {"root": "/srv/acme"}}}}
+    make_plugin(plugins / "acme", defaults=acme)
+    make_plugin(plugins / "off", "off", defaults={"plugins": {"config": {"off": {"x": 1}}}})
     make_plugin(plugins / "plain", "plain")
     report = run(tmp_path, PluginsSettings(disabled=["off"]))
-    assert plugin_defaults(report) == [PluginDefaults("acme", {"storage": {"root": "/srv/acme"}})]
+    assert plugin_defaults(report) == [PluginDefaults("acme", acme)]
 
 
 def test_plugin_defaults_join_the_settings_layers(tmp_path: Path) -> None:
     make_plugin(
-        tmp_path / "project" / "plugins" / "acme", defaults={"workflow": {"max_parallel": 7}}
+        tmp_path / "project" / "plugins" / "acme",
+        defaults={"plugins": {"config": {"acme": {"pool": 7}}}},
     )
     defaults = plugin_defaults(run(tmp_path))
     settings = load_settings(
         LayerOptions(environ={}, cwd=tmp_path / "project", plugin_defaults=defaults)
     )
-    assert settings.workflow.max_parallel == 7
+    assert settings.plugins.config["acme"]["pool"] == 7
+
+
+def test_a_first_party_name_cannot_be_taken_by_another_source(tmp_path: Path) -> None:
+    make_plugin(tmp_path / "first-party" / "http", "http", version="1.0.0")
+    make_plugin(tmp_path / "project" / "plugins" / "http", "http", version="9.0.0")
+    report = run(tmp_path)
+    [chosen] = report.plugins
+    assert chosen.source is not None and chosen.source.kind == "first-party"
+    assert [s.manifest.version for s in report.shadowed] == ["9.0.0"]

@@ -464,9 +464,12 @@ def test_a_plugin_tampered_after_signing_is_rejected(
 def test_plugin_defaults_join_the_settings_of_the_application(
     make: Callable[..., Application], plugins_dir: Path
 ) -> None:
-    write_plugin(plugins_dir, defaults={"workflow": {"max_parallel": 7}})
+    write_plugin(plugins_dir, defaults={"plugins": {"config": {"acme": {"greeting": "hey"}}}})
     app = make()
     settings = app.settings()
-    assert settings.workflow.max_parallel == 7
-    origin = settings.provenance.origin_of(("workflow", "max_parallel"))
+    assert settings.plugins.config["acme"]["greeting"] == "hey"
+    origin = settings.provenance.origin_of(("plugins", "config", "acme", "greeting"))
     assert origin is not None and origin.layer == "plugin"
+    # A configured value (a higher layer) wins over the plugin's default.
+    app = make(config={"acme": {"greeting": "yo"}})
+    assert app.settings().plugins.config["acme"]["greeting"] == "yo"

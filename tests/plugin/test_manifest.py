@@ -239,8 +239,8 @@ def test_an_invalid_configuration_schema_is_refused(tmp_path: Path) -> None:
     assert caught.value.key == "configuration.schema"
 
 
-def test_defaults_are_kept_by_settings_section(tmp_path: Path) -> None:
-    defaults = {"storage": {"root": "/srv/runs"}}
+def test_defaults_set_the_plugins_own_configuration(tmp_path: Path) -> None:
+    defaults = {"plugins": {"config": {"acme-db": {"pool": 4}}}}
     manifest = load_manifest(write(tmp_path, manifest_data(defaults=defaults)))
     assert manifest.defaults == defaults
 
@@ -248,6 +248,24 @@ def test_defaults_are_kept_by_settings_section(tmp_path: Path) -> None:
 def test_defaults_must_be_settings_sections(tmp_path: Path) -> None:
     error = error_of(write(tmp_path, manifest_data(defaults={"storage": "s3"})))
     assert error.key == "defaults.storage"
+
+
+@pytest.mark.parametrize(
+    ("defaults", "key"),
+    [
+        ({"storage": {"root": "/srv/runs"}}, "defaults.storage"),
+        ({"policy": {"strict": False}}, "defaults.policy"),
+        ({"plugins": {"strict": False}}, "defaults.plugins.strict"),
+        ({"plugins": {"grants": {"acme-db": ["process:spawn"]}}}, "defaults.plugins.grants"),
+        ({"plugins": {"config": {"http": {"x": 1}}}}, "defaults.plugins.config.http"),
+    ],
+)
+def test_defaults_cannot_reach_beyond_the_plugins_own_configuration(
+    tmp_path: Path, defaults: dict[str, Any], key: str
+) -> None:
+    error = error_of(write(tmp_path, manifest_data(defaults=defaults)))
+    assert error.key == key
+    assert "only its own configuration" in error.message
 
 
 def test_the_source_is_recorded(tmp_path: Path) -> None:

@@ -188,7 +188,7 @@ def test_segfault_is_reported_with_signal(make_worker: Factory, tier: IsolationT
 @pytest.mark.parametrize("tier", TIERS)
 def test_hung_call_kills_worker(make_worker: Factory, tier: IsolationTier) -> None:
     worker = make_worker(tier=tier)
-    with pytest.raises(PluginError, match="did not answer 'call'"):
+    with pytest.raises(PluginError, match="did not answer 'hang'"):
         worker.call("hang", timeout=0.5)
     assert not worker.running
 
@@ -284,7 +284,7 @@ def test_should_stop_cancels_the_call_and_kills_the_worker(
         polls.append(1)
         return len(polls) >= 3  # polled while the call waits, not just once
 
-    with pytest.raises(PluginError, match="'call' was cancelled"):
+    with pytest.raises(PluginError, match="'hang' was cancelled"):
         worker.call("hang", should_stop=should_stop)
     assert len(polls) == 3
     assert not worker.running
@@ -299,7 +299,7 @@ def test_should_stop_false_lets_the_call_answer(make_worker: Factory) -> None:
 
 def test_hung_call_still_times_out_while_should_stop_is_polled(make_worker: Factory) -> None:
     worker = make_worker(tier="C")
-    with pytest.raises(PluginError, match=r"did not answer .call. within 0\.3 s"):
+    with pytest.raises(PluginError, match=r"did not answer .hang. within 0\.3 s"):
         worker.call("hang", timeout=0.3, should_stop=lambda: False)
     assert not worker.running
 
@@ -417,3 +417,12 @@ def test_shell_is_not_mounted_without_spawn_grant(make_worker: Factory) -> None:
 @needs_bwrap
 def test_spawn_with_grant_works(make_worker: Factory) -> None:
     assert make_worker(["process:spawn"]).call("spawn") == "spawned\n"
+
+
+@needs_bwrap
+def test_a_write_outside_the_grants_fails_rather_than_vanishing_in_tier_a(
+    make_worker: Factory, tmp_path: Path
+) -> None:
+    worker = make_worker(tier="A")
+    with pytest.raises(PluginError, match=r"Read-only file system|Permission denied|No such file"):
+        worker.call("write", {"path": "/outside.txt", "text": "lost?"})

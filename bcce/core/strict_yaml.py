@@ -175,8 +175,21 @@ class _Scanner:
     def _events(self) -> Iterator[yaml.Event]:
         try:
             yield from yaml.parse(self.text, Loader=_Loader)
+        except yaml.MarkedYAMLError as exc:
+            # PyYAML >= 6.0.3 refuses deep flow collections itself, while scanning ahead of
+            # the events our own (lower) limit is checked on: report it as our limit.
+            if "maximum nesting depth" in (exc.problem or "") and exc.problem_mark is not None:
+                raise self._nesting(exc.problem_mark) from None
+            raise _yaml_error(exc, self.source, self.error, self.text) from None
         except yaml.YAMLError as exc:
             raise _yaml_error(exc, self.source, self.error, self.text) from None
+
+    def _nesting(self, mark: Any) -> BcceError:
+        return self._fail(
+            f"nesting deeper than the limit of {self.limits.max_depth} levels",
+            mark,
+            "flatten the structure",
+        )
 
     def scan(self) -> None:
         sizes: dict[str, int] = {}
@@ -196,11 +209,7 @@ class _Scanner:
             if isinstance(event, yaml.CollectionStartEvent):
                 stack.append([event.anchor, 1])
                 if len(stack) > self.limits.max_depth:
-                    raise self._fail(
-                        f"nesting deeper than the limit of {self.limits.max_depth} levels",
-                        event.start_mark,
-                        "flatten the structure",
-                    )
+                    raise self._nesting(event.start_mark)
                 continue
             if isinstance(event, yaml.CollectionEndEvent):
                 anchor, size = stack.pop()

@@ -301,3 +301,18 @@ def test_backup_needs_write_access_to_the_destination(
     assert result["status"] == "failed"
     assert "'filesystem:write'" in result["error"]
     assert not target.exists()
+
+
+def test_a_dir_glob_grant_covers_the_migrations_directory_itself(
+    plugin: PluginFactory, workspace: Path
+) -> None:
+    write_migration(workspace, "001_users.sql", "CREATE TABLE users (id INTEGER);")
+    grants = [
+        {"permission": "filesystem:read", "scope": [f"{workspace}/migrations/**"]},
+        {"permission": "filesystem:write", "scope": [f"{workspace}/app.db*"]},
+    ]
+    scoped = plugin("sqlite", grants)
+    params = {"database": "app.db", "migrations": "migrations"}
+    result = scoped.execute("db:migrate", params, workspace=workspace)
+    assert result["status"] == "succeeded", result.get("error")
+    assert result["outputs"] == {"applied": ["001_users"], "current": 1}

@@ -482,8 +482,11 @@ def _glob(pattern: str) -> re.Pattern[str]:
     regex = ""
     for index, part in enumerate(parts):
         last = index == len(parts) - 1
-        if part == "**":
-            regex += ".*" if last else "(?:[^/]*/)*"
+        if part == "**" and last:
+            # DIR/** covers DIR itself too, as it does for the host.
+            regex = regex[:-1] + "(?:/.*)?" if regex.endswith("/") and index > 1 else regex + ".*"
+        elif part == "**":
+            regex += "(?:[^/]*/)*"
         else:
             regex += _glob_name(part) + ("" if last else "/")
     return re.compile(regex + r"\Z", re.DOTALL)

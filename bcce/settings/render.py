@@ -21,12 +21,15 @@ class SourcedValue:
     origin: Origin | None
 
 
-def _masked(value: Any) -> Any:
+def _masked(path: PathKey, value: Any) -> Any:
+    """``value`` with secrets masked, looking inside lists (``plugins.integrations``) too."""
     if isinstance(value, SecretStr):
         return MASK if value.get_secret_value() else ""
     if isinstance(value, list):
-        return [_masked(v) for v in value]
-    return value
+        return [_masked((*path, index), item) for index, item in enumerate(value)]
+    if isinstance(value, dict):
+        return {key: _masked((*path, key), item) for key, item in value.items()}
+    return MASK if value and is_secret_option(path) else value
 
 
 def effective_config(settings: BcceSettings) -> dict[str, Any]:
@@ -34,8 +37,7 @@ def effective_config(settings: BcceSettings) -> dict[str, Any]:
     data = settings.model_dump(mode="python")
     out: dict[str, Any] = {}
     for path, value in flatten(data):
-        secret = settings.provenance.is_secret(path) or (is_secret_option(path) and value)
-        shown = MASK if secret else _masked(value)
+        shown = MASK if settings.provenance.is_secret(path) else _masked(path, value)
         _put(out, path, _jsonable(shown))
     return out
 

@@ -38,3 +38,17 @@ def test_config_show_masks_secret_plugin_options(
     app = bcce_make_app(plugins={"config": {"anything": {"api_token": "tok-1", "channel": "#o"}}})
     shown = effective_config(app.settings())["plugins"]["config"]["anything"]
     assert shown == {"api_token": MASK, "channel": "#o"}
+
+
+def test_config_show_masks_secret_options_of_integration_entries() -> None:
+    from bcce.settings.model import BcceSettings
+    from bcce.settings.render import MASK, effective_config, sourced_values
+
+    hook = "https://hooks.example.invalid/services/T000/B000/XXXXSECRET"
+    settings = BcceSettings.model_validate(
+        {"plugins": {"integrations": [{"type": "notification:slack", "webhook": hook}]}}
+    )
+    entry = effective_config(settings)["plugins"]["integrations"][0]
+    assert entry["webhook"] == MASK
+    assert entry["type"] == "notification:slack"
+    assert all(hook not in str(each.value) for each in sourced_values(settings))

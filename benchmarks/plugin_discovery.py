@@ -38,7 +38,7 @@ def make_plugins(root: Path, count: int) -> None:
             "entryPoint": f"plugin_{index:04d}.plugin:Plugin",
             "permissions": ["env:read", {"permission": "filesystem:read", "scope": ["/data/**"]}],
             "provides": {"stepTypes": [f"bench{index}:run"]},
-            "defaults": {"workflow": {"max_parallel": 4}},
+            "defaults": {"plugins": {"config": {f"plugin-{index:04d}": {"level": "info"}}}},
         }
         (directory / MANIFEST_FILE).write_text(json.dumps(manifest), "utf-8")
 

@@ -9,7 +9,8 @@ trusted by ``plugins.in_process``), so a plugin never knows which.
 Every plugin type may define:
 
 - ``configure(config)``: called once after start with the plugin's configuration
-  (``plugins.config.<name>``, already checked against the plugin's schema);
+  (``plugins.config.<name>``, already checked against the plugin's schema), before any other
+  method, ``health()`` included;
 - ``health()``: returns ``{"ok": bool, ...}``; called on load and by health checks;
 - ``cleanup()``: called when the plugin is unloaded or reloaded.
 
@@ -30,8 +31,11 @@ A step's ``params`` are the keys the workflow wrote on the step besides the engi
 ``name``, ``description``, ``type``, ``needs``, ``if``, ``retry``, ``timeout_seconds``,
 ``outputs``, ``on_error``), with expressions already rendered. Its ``context`` holds
 ``run_id``, ``step_id``, ``attempt``, ``workflow``, ``workspace`` (a path the plugin may use only
-with a ``filesystem`` grant), ``timeout_seconds`` (what is left of the step's time) and ``env``
-(the step's environment variables, passed only with an ``env:read`` grant naming them).
+with a ``filesystem`` grant), ``timeout_seconds`` (what is left of the call's time: the step's
+own time limit when it has one, else ``plugins.timeout_seconds``), ``permissions`` (the
+permissions the plugin holds, declared and granted, as the manifest-style list of
+``PermissionSet.to_list()``, so it can check a grant before it acts) and ``env`` (the step's
+environment variables, passed only with an ``env:read`` grant naming them).
 
 This module imports nothing outside the standard library: it is imported inside the sandbox.
 """

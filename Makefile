@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo install lint typecheck pytest bench clean system-deps
+.PHONY: test demo install lint typecheck pytest bench clean system-deps demo-deps
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -19,15 +19,23 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# System packages some tests need; installed where we are root with apt-get, reported otherwise.
-SYSTEM_PACKAGES := bubblewrap socat git
+# System packages: the demo needs the OS sandbox (bubblewrap, socat) and git; the tests also
+# render run reports in Chromium. Installed where we are root with apt-get, reported otherwise.
+DEMO_PACKAGES := bubblewrap socat git
+TEST_PACKAGES := $(DEMO_PACKAGES) chromium
+
+define install_packages
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
+	else echo "note: not root with apt-get; tests needing $(1) will be skipped"; fi
+endef
+
 system-deps:
-	@if [ -n "$(SYSTEM_PACKAGES)" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	    if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
-	  else echo "note: not root with apt-get; tests needing$(SYSTEM_PACKAGES) will be skipped"; fi; \
-	fi
+	$(call install_packages,$(TEST_PACKAGES))
+
+demo-deps:
+	$(call install_packages,$(DEMO_PACKAGES))
 
 lint: install
 	$(BIN)/ruff check bcce tests benchmarks
@@ -43,7 +51,7 @@ test: lint typecheck pytest
 
 # The quickstart runs on a throwaway copy of its sample project (apply_diff changes it), with
 # the model's replies scripted: offline, repeatable, and the repository stays clean.
-demo: install system-deps
+demo: install demo-deps
 	BCCE_AGENT__PROVIDER=scripted $(BIN)/bcce doctor
 	@demo=$$(mktemp -d -t bcce-demo.XXXXXX) && cp -r examples/quickstart/project "$$demo/project" && \
 	  echo "demo workspace: $$demo/project" && \

@@ -63,6 +63,7 @@ def create_application(
     _merge_plugin_choices(app)
     _check_selectors(app, settings)
     app.check_dependencies()
+    app.events.attached()  # before plugins register: their events reach the subscribers
     manager = app.plugins.manager()
     manager.attach(registry=app.workflow.steps(), bus=app.events.bus())
     manager.activate()

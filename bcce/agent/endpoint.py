@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from bcce.errors import AwsError, ConfigError
 
 if TYPE_CHECKING:
-    from bcce.settings.model import AgentSettings, AwsSettings
+    from bcce.settings.model import AgentSettings, AwsSettings, OtelSettings
 
 #: Keep Claude Code from talking to anything but the model endpoint.
 QUIET = {
@@ -74,13 +74,71 @@ def open_endpoint(
     model: str,
     step_id: str,
     placeholders: Mapping[str, str] | None = None,
+    otel: OtelSettings | None = None,
+    run_id: str | None = None,
+    workflow: str | None = None,
 ) -> ModelEndpoint:
-    """Prepare the provider ``agent.provider`` for one agent step."""
+    """Prepare the provider ``agent.provider`` for one agent step.
+
+    With ``otel.claude_code`` on, Claude Code's own OpenTelemetry export is switched on and
+    tagged with ``run_id``, ``step_id`` and ``workflow`` (see :func:`telemetry_env`).
+    """
     if agent.provider == "bedrock":
-        return _bedrock(agent, aws, model)
-    if agent.provider == "anthropic":
-        return _anthropic(agent, model)
-    return _scripted(agent, model, step_id, placeholders or {})
+        endpoint = _bedrock(agent, aws, model)
+    elif agent.provider == "anthropic":
+        endpoint = _anthropic(agent, model)
+    else:
+        endpoint = _scripted(agent, model, step_id, placeholders or {})
+    if otel is not None and otel.claude_code:
+        endpoint.env = telemetry_env(
+            endpoint.env,
+            otel,
+            {"bcce.run_id": run_id, "bcce.step_id": step_id, "bcce.workflow": workflow},
+        )
+    return endpoint
+
+
+def resource_attributes(attributes: Mapping[str, str | None]) -> str:
+    """``OTEL_RESOURCE_ATTRIBUTES`` text: ``key=value`` pairs, values percent-encoded.
+
+    Everything but letters, digits and ``-._~`` is encoded: always valid for the spec's
+    baggage-octet rule, and ``,`` or ``=`` in a value (a workflow name) cannot split a pair.
+    """
+    from urllib.parse import quote
+
+    return ",".join(
+        f"{key}={quote(value, safe='')}" for key, value in attributes.items() if value is not None
+    )
+
+
+def telemetry_env(
+    env: Mapping[str, str],
+    otel: OtelSettings,
+    attributes: Mapping[str, str | None],
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """``env`` with Claude Code's OpenTelemetry export on, tagged with ``attributes``.
+
+    Metrics and logs (events) go by OTLP/HTTP to ``otel.endpoint``, else to bcce's own
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (Claude Code gets no other variable of ours). Headers are
+    never passed: the agent's commands inherit this environment. The other quiet switches stay:
+    they stop traffic to Anthropic, not the export (checked with the real CLI).
+    """
+    out = {k: v for k, v in env.items() if k != "DISABLE_TELEMETRY"}
+    out.update(
+        CLAUDE_CODE_ENABLE_TELEMETRY="1",
+        OTEL_METRICS_EXPORTER="otlp",
+        OTEL_LOGS_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_METRIC_EXPORT_INTERVAL=str(int(otel.metric_interval_seconds * 1000)),
+        OTEL_RESOURCE_ATTRIBUTES=resource_attributes(attributes),
+    )
+    endpoint = otel.endpoint or (os.environ if environ is None else environ).get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if endpoint:
+        out["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    return out
 
 
 def _bedrock(agent: AgentSettings, aws: AwsSettings, model: str) -> ModelEndpoint:

@@ -53,6 +53,8 @@ class AgentRequest:
     system_append: str = ""
     model: str | None = None
     max_turns: int | None = None
+    #: Claude Code stops the session once it has cost this much (result error_max_budget_usd).
+    max_budget_usd: float | None = None
     deadline: float | None = None
     should_stop: Callable[[], bool] = lambda: False
     on_message: Callable[[dict[str, Any]], None] = lambda _message: None
@@ -127,6 +129,7 @@ async def _run(request: AgentRequest, launcher: Path) -> AgentResult:
         env=env,
         model=request.model,
         max_turns=request.max_turns,
+        max_budget_usd=request.max_budget_usd,
         stderr=request.stderr,
         verbatim_prompts=True,  # templated prompts must not trigger @file or /commands
         sandbox=dict(request.sandbox) if request.sandbox else None,  # type: ignore[arg-type]

@@ -47,4 +47,6 @@ LAZY_HELP: dict[str, str] = {
     "workflow": "Validate, run, resume and inspect workflows.",
     "policy": "Check commands and paths against a step policy.",
     "plugin": "List, inspect, validate, sign and manage plugins.",
+    "audit": "Verify and search the tamper-evident audit trail.",
+    "cost": "Report model spend by team, project, workflow, model or day.",
 }

@@ -68,10 +68,7 @@ class LiveView:
             return
         mark = _MARKS.get(event.type)
         if mark is None:
-            denied = event.type == "policy.denied" or (
-                event.type == "policy.decision" and not payload.get("allowed")
-            )
-            if denied:
+            if event.type == "policy.denied":
                 tool = f" {payload['tool']}" if payload.get("tool") else ""
                 self._line(
                     click.style("    ⛔ denied", fg="red", bold=True)

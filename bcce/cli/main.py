@@ -21,6 +21,8 @@ SUBCOMMANDS = {
     "workflow": "bcce.cli.workflow:workflow",
     "policy": "bcce.cli.policy:policy",
     "plugin": "bcce.cli.plugin:plugin",
+    "audit": "bcce.cli.audit:audit",
+    "cost": "bcce.cli.cost:cost",
 }
 
 

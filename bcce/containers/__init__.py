@@ -3,8 +3,8 @@
     Application(settings)
     ├─ core      logging Resource, clock, id generator, redactor
     ├─ aws       boto3 Session (lazy), client factories
-    ├─ events    EventBus (thread-safe singleton), metrics Selector
     ├─ auth      Selector(provider)
+    ├─ events    EventBus, metrics Selector, subscribers (audit, metrics, tracing, eventbridge)
     ├─ storage   Selector(backend)
     ├─ policy    PolicyEngine
     ├─ plugins   PluginManager

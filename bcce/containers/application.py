@@ -23,8 +23,10 @@ class Application(containers.DeclarativeContainer):
 
     core = providers.Container(CoreContainer, config=config.core, settings=settings)
     aws = providers.Container(AwsContainer, settings=settings.provided.aws)
-    events = providers.Container(EventsContainer, config=config.events, core=core)
     auth = providers.Container(AuthContainer, config=config.auth, aws=aws)
+    events = providers.Container(
+        EventsContainer, config=config.events, settings=settings, core=core, aws=aws, auth=auth
+    )
     storage = providers.Container(StorageContainer, config=config.storage, aws=aws)
     policy = providers.Container(PolicyContainer, settings=settings.provided.policy)
     plugins = providers.Container(PluginsContainer, settings=settings, events=events)

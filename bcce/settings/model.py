@@ -10,7 +10,15 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bcce.settings.provenance import Provenance
@@ -81,9 +89,134 @@ class SsmSettings(Section):
         return value.rstrip("/") if value not in (None, "/") else value
 
 
+#: What the audit trail records by default: who ran what, every step's outcome, every policy
+#: decision, approval, budget and cost, and plugin code starting or failing. Not the noise of
+#: progress (workflow.phase), tool results, or plugin registration on every command.
+AUDITED_EVENTS = (
+    "workflow.started",
+    "workflow.completed",
+    "workflow.failed",
+    "workflow.cancelled",
+    "step.*",
+    "policy.*",
+    "approval.*",
+    "budget.*",
+    "cost.*",
+    "artifacts.*",
+    "plugin.started",
+    "plugin.restarted",
+    "plugin.loaded",
+    "plugin.unloaded",
+    "plugin.failed",
+    "plugin.call",
+    "events.subscriber_failed",
+)
+
+
+class AuditSettings(Section):
+    file: Path | None = Field(
+        default=None,
+        description="the append-only audit trail; default <workflow.state_dir>/audit.jsonl",
+    )
+    key: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key chaining the records (else a plain SHA-256 chain); "
+        "set it from SSM as a SecureString",
+    )
+    events: list[str] = Field(
+        default_factory=lambda: list(AUDITED_EVENTS),
+        description="event type patterns the trail records",
+    )
+
+
+class PrometheusSettings(Section):
+    file: Path | None = Field(
+        default=None,
+        description="text exposition file, rewritten atomically (default "
+        "<workflow.state_dir>/metrics.prom)",
+    )
+    port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve /metrics on this port while bcce runs"
+    )
+    host: str = "127.0.0.1"
+
+
+class CloudWatchSettings(Section):
+    namespace: str = "BCCE"
+    batch_size: int = Field(default=20, ge=1, le=1000, description="metrics per PutMetricData")
+
+
+class OtelSettings(Section):
+    exporter: Literal["otlp", "console", "memory"] = Field(
+        default="otlp", description="where spans and OTel metrics go (memory: tests)"
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318 (default: the "
+        "OTEL_EXPORTER_OTLP_ENDPOINT convention)",
+    )
+    service_name: str = "bcce"
+    xray_ids: bool = Field(default=False, description="trace ids that AWS X-Ray accepts")
+    metric_interval_seconds: float = Field(
+        default=60.0, gt=0, description="how often OTel metrics are exported"
+    )
+    claude_code: bool = Field(
+        default=False,
+        description="turn on Claude Code's own telemetry, tagged with the run and step ids",
+    )
+
+
+class EventBridgeSettings(Section):
+    bus: str | None = Field(default=None, description="event bus name or ARN")
+    source: str = "bcce"
+    events: list[str] = Field(
+        default_factory=lambda: [
+            "workflow.started",
+            "workflow.completed",
+            "workflow.failed",
+            "workflow.cancelled",
+            "step.failed",
+            "step.timed_out",
+            "policy.denied",
+            "approval.*",
+            "budget.exceeded",
+        ],
+        description="event type patterns published to the bus",
+    )
+    batch_size: int = Field(default=10, ge=1, le=10, description="entries per PutEvents")
+    max_attempts: int = Field(default=5, ge=1, le=20, description="tries per failed entry")
+
+
 class EventsSettings(Section):
     metrics: str = "log"
-    subscribers: list[str] = Field(default_factory=list)
+    subscribers: list[str] = Field(
+        default_factory=lambda: ["audit", "metrics"],
+        description="event subscribers to attach: audit, metrics, tracing, eventbridge",
+    )
+    subscriber_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="bound on how long a slow subscriber may hold events up"
+    )
+    queue_size: int = Field(default=10_000, ge=1, description="events queued per subscriber")
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    cloudwatch: CloudWatchSettings = Field(default_factory=CloudWatchSettings)
+    otel: OtelSettings = Field(default_factory=OtelSettings)
+    eventbridge: EventBridgeSettings = Field(default_factory=EventBridgeSettings)
+
+    @field_validator("subscribers")
+    @classmethod
+    def _known_subscribers(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(SUBSCRIBERS))
+        if unknown:
+            raise ValueError(
+                f"unknown subscriber(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(SUBSCRIBERS)}"
+            )
+        return value
+
+
+#: The event subscribers ``events.subscribers`` may name.
+SUBSCRIBERS = ("audit", "metrics", "tracing", "eventbridge")
 
 
 class AuthSettings(Section):
@@ -103,9 +236,22 @@ class StepPolicySettings(Section):
     cmd_allowlist: list[str] | None = None
 
 
+class BudgetSettings(Section):
+    step_usd: float | None = Field(
+        default=None, gt=0, description="max_budget_usd of an agent or prompt step without one"
+    )
+    run_usd: float | None = Field(
+        default=None, gt=0, description="max_budget_usd of a run whose workflow sets none"
+    )
+    team_daily_usd: dict[str, PositiveFloat] = Field(
+        default_factory=dict, description="per team (core.team), per UTC day, all runs together"
+    )
+
+
 class PolicySettings(Section):
     strict: bool = False
     default: StepPolicySettings = Field(default_factory=StepPolicySettings)
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     cmd_allowlist: list[str] | None = Field(
         default=None, description="an organisation-wide allowlist applied to every cmd step"
     )

@@ -24,9 +24,11 @@ from bcce.steps.base import StepContext, StepResult
 
 if TYPE_CHECKING:
     from bcce.agent.session import AgentResult
+    from bcce.events.cost import CostRecord
     from bcce.policy.audit import OutsideWatch
     from bcce.policy.hook import ToolPolicy
     from bcce.policy.isolation import IsolatedWorkspace
+    from bcce.policy.spend import BudgetLimit
     from bcce.policy.tools import ToolSet
     from bcce.settings.model import StepPolicySettings
 
@@ -131,6 +133,16 @@ class AgentExecutor:
         from bcce.policy.tools import ToolSet
 
         step, raw, artifacts = context.step, context.step.raw, context.artifacts
+        budget = context.budget
+        refused = budget.start() if budget is not None else None
+        if budget is not None and refused is not None:
+            # Nothing left of a budget: a policy denial before Claude Code starts (not retried).
+            return StepResult(
+                "failed",
+                denied=True,
+                error=budget.refusal(refused),
+                metrics={"budget": refused.to_dict()},
+            )
         policy = effective_policy(context)
         if self.read_only:
             tools = ToolSet.for_prompt(raw.get("available_tools"))
@@ -188,7 +200,7 @@ class AgentExecutor:
                 )
                 + "\n"
             )
-            result, tool_policy = self._session(
+            result, tool_policy, charge = self._session(
                 context, policy, tools, workspace.path, model, sandbox
             )
             tampered = sorted(
@@ -196,7 +208,9 @@ class AgentExecutor:
                 for name, digest in _change_set_digests(run_dir, step.id).items()
                 if earlier.get(name) != digest
             ) + sorted(set(earlier) - set(_change_set_digests(run_dir, step.id)))
-            return self._conclude(context, policy, workspace, watch, tool_policy, result, tampered)
+            return self._conclude(
+                context, policy, workspace, watch, tool_policy, result, tampered, charge
+            )
         finally:
             workspace.cleanup()
             if marker is not None and not marker_existed and marker.is_dir():
@@ -210,7 +224,7 @@ class AgentExecutor:
         workspace: Path,
         model: str,
         sandbox: dict[str, Any] | None,
-    ) -> tuple[AgentResult, ToolPolicy]:
+    ) -> tuple[AgentResult, ToolPolicy, _Charge]:
         from bcce.agent.endpoint import open_endpoint
         from bcce.agent.runtime import ClaudeCodeRuntime
         from bcce.agent.session import AgentRequest
@@ -225,6 +239,20 @@ class AgentExecutor:
             with lock:
                 decisions.write(json.dumps(record, default=str) + "\n")
                 decisions.flush()
+            context.publish(
+                "policy.decision",
+                {
+                    "step": step.id,
+                    "kind": "tool",
+                    "tool": record.get("tool"),
+                    "tool_use_id": record.get("tool_use_id"),
+                    "input": record.get("input"),
+                    "allowed": bool(record.get("allowed")),
+                    "rule": record.get("rule"),
+                    "reason": record.get("reason"),
+                    "layer": record.get("layer"),
+                },
+            )
             if not record.get("allowed"):
                 context.publish(
                     "policy.denied",
@@ -245,6 +273,16 @@ class AgentExecutor:
                 transcript.write(json.dumps(clean, default=str) + "\n")
                 transcript.flush()
             offered.observe(record)
+            for call_id, is_error in _tool_results(record):
+                context.publish(
+                    "agent.tool_result",
+                    {
+                        "step": step.id,
+                        "tool_use_id": call_id,
+                        "tool": offered.calls.get(call_id, ("?", None))[0],
+                        "is_error": is_error,
+                    },
+                )
 
         endpoint = open_endpoint(
             context.settings.agent,
@@ -252,6 +290,9 @@ class AgentExecutor:
             model=model,
             step_id=step.id,
             placeholders={"workspace": str(workspace)},
+            otel=context.settings.events.otel,
+            run_id=context.run_id,
+            workflow=context.workflow.name,
         )
         for secret in endpoint.secrets:
             context.redactor.add_secret(secret)
@@ -281,6 +322,7 @@ class AgentExecutor:
                 cookie=context.cookie,
                 model=model,
                 max_turns=context.settings.agent.max_turns,
+                max_budget_usd=context.budget.allowance_usd if context.budget else None,
                 deadline=None if "timeout" in self.disabled else _deadline(context, policy),
                 should_stop=context.should_stop,
                 on_message=on_message,
@@ -295,8 +337,7 @@ class AgentExecutor:
             if "home_dir" in locals():
                 home_dir.cleanup()
         _write_transcript_markdown(artifacts)
-        _write_usage(artifacts, result, model, context)
-        return result, tool_policy
+        return result, tool_policy, _write_usage(artifacts, result, model, context)
 
     def _conclude(
         self,
@@ -307,6 +348,7 @@ class AgentExecutor:
         tool_policy: ToolPolicy,
         result: AgentResult,
         tampered: list[str],
+        charge: _Charge | None = None,
     ) -> StepResult:
         from bcce.policy.audit import AuditPolicy, AuditViolation, audit_changes
 
@@ -342,6 +384,16 @@ class AgentExecutor:
             )
         if result.cancelled:
             return StepResult("cancelled", outputs, error="cancelled", metrics=metrics)
+        if charge is not None and charge.exceeded is not None and context.budget is not None:
+            # Stopped (or gone past its allowance) for a budget: a policy failure, not retried.
+            (artifacts / "rejected.patch").write_bytes(patch)
+            return StepResult(
+                "failed",
+                outputs,
+                denied=True,
+                metrics={**metrics, "budget": charge.exceeded.to_dict()},
+                error=context.budget.exceeded(charge.exceeded, charge.record),
+            )
         if not audit.ok and "audit" not in self.disabled:
             (artifacts / "rejected.patch").write_bytes(patch)
             for violation in audit.violations:
@@ -414,6 +466,18 @@ class _ToolSetWitness:
                 )
 
 
+def _tool_results(record: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The ``(tool_use_id, is_error)`` of each tool result a transcript message carries."""
+    content = record.get("content")
+    if record.get("kind") != "UserMessage" or not isinstance(content, list):
+        return []
+    return [
+        (str(block["tool_use_id"]), bool(block.get("is_error")))
+        for block in content
+        if isinstance(block, dict) and block.get("tool_use_id")
+    ]
+
+
 def _change_set_digests(run_dir: Path, own_step: str) -> dict[str, str]:
     """sha256 of every other step's ``changes.patch`` in the run directory."""
     digests = {}
@@ -462,7 +526,17 @@ def _deadline(context: StepContext, policy: StepPolicySettings) -> float | None:
     return limit if context.deadline is None else min(limit, context.deadline)
 
 
-def _write_usage(artifacts: Path, result: AgentResult, model: str, context: StepContext) -> None:
+@dataclasses.dataclass(frozen=True)
+class _Charge:
+    """An attempt's cost record and the budget it exceeded, if any."""
+
+    record: CostRecord
+    exceeded: BudgetLimit | None
+
+
+def _write_usage(artifacts: Path, result: AgentResult, model: str, context: StepContext) -> _Charge:
+    from bcce.events.cost import CostRecord
+
     usage = {
         "model": model,
         "provider": context.settings.agent.provider,
@@ -475,19 +549,23 @@ def _write_usage(artifacts: Path, result: AgentResult, model: str, context: Step
         "terminal_reason": result.terminal_reason,
     }
     (artifacts / "usage.json").write_text(json.dumps(usage, indent=2, default=str) + "\n")
-    context.publish(
-        "cost.recorded",
-        {
-            "workflow": context.workflow.name,
-            "step": context.step.id,
-            "team": context.settings.core.team,
-            "project": context.settings.core.project,
-            "model": model,
-            "total_cost_usd": result.total_cost_usd,
-            "input_tokens": result.usage.get("input_tokens"),
-            "output_tokens": result.usage.get("output_tokens"),
-        },
+    record = CostRecord.from_result(
+        result,
+        run_id=context.run_id,
+        step=context.step.id,
+        attempt=context.attempt,
+        workflow=context.workflow.name,
+        team=context.settings.core.team,
+        project=context.settings.core.project,
+        model=model,
+        provider=context.settings.agent.provider,
     )
+    if context.budget is None:  # no run bookkeeping (an executor driven on its own)
+        context.publish("cost.recorded", record.event_payload())
+        return _Charge(record, None)
+    # The ledger and the run's journal are written before any event: enforcement and resume
+    # never depend on event delivery.
+    return _Charge(record, context.budget.charge(record))
 
 
 def _write_transcript_markdown(artifacts: Path) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from bcce.core.redaction import Redactor
     from bcce.policy.engine import PolicyEngine
+    from bcce.policy.spend import StepBudget
     from bcce.settings.model import BcceSettings
     from bcce.steps.approval import Approval, ApprovalGate, Approver
     from bcce.workflow.model import Step, Workflow
@@ -42,6 +43,8 @@ class StepContext:
     approver: Approver | None = None  # asks a person at the terminal
     approval_gates: Sequence[ApprovalGate] = ()
     agent_runtime: Any = None  # the container's agent.runtime choice
+    #: The attempt's spend budgets (step, run, team); agent and prompt steps enforce them.
+    budget: StepBudget | None = None
 
 
 @dataclass

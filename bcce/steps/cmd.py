@@ -29,6 +29,17 @@ class CmdExecutor:
             },
         )
         if not decision.allowed:
+            context.publish(
+                "policy.denied",
+                {
+                    "step": context.step.id,
+                    "kind": "command",
+                    "subject": command,
+                    "rule": decision.rule,
+                    "reason": decision.reason,
+                    "layer": decision.layer,
+                },
+            )
             return StepResult(
                 "failed",
                 denied=True,

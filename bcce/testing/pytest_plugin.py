@@ -18,6 +18,8 @@ For plugin authors (see :mod:`bcce.testing.plugins`):
                             app's events from now on
     bcce_scripted_model     ``bcce_scripted_model(script, placeholders=None)``: a started scripted
                             model server on 127.0.0.1 (its ``url``); stopped at teardown
+    bcce_otlp_receiver      a started OTLP/HTTP receiver on 127.0.0.1 (its ``url``, ``requests``,
+                            ``bodies(path)``, ``resources()``); stopped at teardown
 
 This module loads in every pytest session of every project with bcce installed, so it imports
 nothing from bcce (or moto, boto3, click) until a fixture runs.
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from bcce.settings.model import BcceSettings
     from bcce.testing.aws import MotoServer
     from bcce.testing.model_server import ScriptedModelServer
+    from bcce.testing.otlp import OtlpReceiver
     from bcce.testing.plugins import PluginHarness
 
 #: Environment variables that would let a test reach real AWS or a developer's profile.
@@ -255,3 +258,16 @@ def bcce_scripted_model() -> Iterator[Callable[..., ScriptedModelServer]]:
     yield start
     for server in reversed(servers):
         server.stop()
+
+
+@pytest.fixture
+def bcce_otlp_receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
+    """A started OTLP/HTTP receiver on 127.0.0.1, stopped when the test ends.
+
+    ``NO_PROXY`` covers loopback for the test, so an exporter never sends to a proxy instead.
+    """
+    from bcce.testing.otlp import OtlpReceiver
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    with OtlpReceiver() as receiver:
+        yield receiver

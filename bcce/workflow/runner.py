@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from bcce.core.log import get_logger
 from bcce.errors import BcceError, ExitCode, PolicyDenied, UsageError, WorkflowError
 from bcce.events.bus import Event, EventBus
+from bcce.events.cost import LEDGER_NAME, CostLedger
+from bcce.policy.spend import RunBudgets
 from bcce.steps.base import StepContext, StepResult
 from bcce.workflow.artifacts import ArtifactPublisher
 from bcce.workflow.expressions import EvaluationContext, parse
@@ -257,10 +259,21 @@ class WorkflowRunner:
             recorder.record("run", None, status="cancelled", finished_at=utcnow())
             recorder.snapshot()
             events = recorder.directory / "events.jsonl"
+            failed = [
+                step_id
+                for step_id, info in recorder.state.steps.items()
+                if info.get("conclusion") == "failure"
+            ]
             event = self._publish(
                 run_id,
                 "workflow.cancelled",
-                {"processes_killed": killed},
+                {
+                    "workflow": recorder.state.workflow.get("name"),
+                    "status": "cancelled",
+                    "duration_seconds": None,  # no process was driving it: nothing was timed
+                    "failed_steps": failed,
+                    "processes_killed": killed,
+                },
                 seq=_count_lines(events) + 1,
             )
             with events.open("a", encoding="utf-8") as handle:
@@ -403,6 +416,24 @@ class _Execution:
             for step in top.walk()
             if step.type not in CONTROL_TYPES
         }
+        #: Each nested step's enclosing control step (events carry it: spans nest by it).
+        self.parents = {
+            child.id: step.id
+            for top in workflow.steps
+            for step in top.walk()
+            for child in (*step.children, *step.else_children)
+        }
+        # Spend is journaled per step (spent_usd), so budgets count it across resumes.
+        self.budgets = RunBudgets(
+            settings=self.settings,
+            workflow=workflow,
+            run_id=self.run_id,
+            ledger=CostLedger(runner.store.root / LEDGER_NAME, fsync=self.settings.workflow.fsync),
+            steps=recorder.state.steps,
+            journal=lambda step_id, spent: self._record_step(step_id, sync=True, spent_usd=spent),
+            publish=self.publish,
+            lock=self.lock,
+        )
 
     # -- the phases -------------------------------------------------------------------------
     def drive(self) -> RunResult:
@@ -429,6 +460,8 @@ class _Execution:
             self.runner.bus.unsubscribe("*", subscription)
             self.events_file.close()
             self.recorder.release()
+            # The run's events reach the queued subscribers (bounded) before the run returns.
+            self.runner.bus.flush()
 
     def _start(self, started: float) -> None:
         if self.workflow.max_runtime_seconds:
@@ -704,7 +737,13 @@ class _Execution:
                 )
                 self.publish(
                     "step.started",
-                    {"step": step.id, "name": step.name, "type": step.type, "attempt": attempt},
+                    {
+                        "step": step.id,
+                        "name": step.name,
+                        "type": step.type,
+                        "attempt": attempt,
+                        "parent": self.parents.get(step.id),
+                    },
                 )
                 result = self._execute(step, executor, attempt, artifacts, scope, cleanup=cleanup)
                 tries = attempt - first_attempt
@@ -787,6 +826,7 @@ class _Execution:
             approver=self.options.approver,
             approval_gates=self.runner.approval_gates,
             agent_runtime=self.runner.agent_runtime,
+            budget=self.budgets.for_step(step, attempt),
         )
         try:
             result: StepResult = executor.execute(context)
@@ -905,7 +945,16 @@ class _Execution:
     def _run_control(self, step: Step, scope: _Scope) -> None:
         started = time.monotonic()
         self._record_step(step.id, status="running", started_at=utcnow(), type=step.type)
-        self.publish("step.started", {"step": step.id, "type": step.type, "attempt": 1})
+        self.publish(
+            "step.started",
+            {
+                "step": step.id,
+                "name": step.name,
+                "type": step.type,
+                "attempt": 1,
+                "parent": self.parents.get(step.id),
+            },
+        )
         abort = step.failure_strategy == "abort"
         deadline = time.monotonic() + step.timeout_seconds if step.timeout_seconds else None
         child = _Scope(scope, counts_failures=abort, deadline=deadline)
@@ -961,7 +1010,15 @@ class _Execution:
                 reason=reason,
                 finished_at=utcnow(),
             )
-            self.publish(f"step.{status}", {"step": item.id, "type": item.type, "reason": reason})
+            self.publish(
+                f"step.{status}",
+                {
+                    "step": item.id,
+                    "type": item.type,
+                    "reason": reason,
+                    "parent": self.parents.get(item.id),
+                },
+            )
 
     def _record_step(self, step_id: str, *, sync: bool = False, **changes: Any) -> None:
         with self.lock:

@@ -1,4 +1,4 @@
-"""``bcce workflow``: validate, run, resume, status, cancel, list and diagram workflows."""
+"""``bcce workflow``: validate, run, resume, status, cancel, list, report and diagram workflows."""
 
 from __future__ import annotations
 
@@ -200,6 +200,43 @@ def list_runs(as_json: bool, limit: int) -> None:
             f"{row['run_id']:<28} {_colour(row['status']):<20} "
             f"{row['workflow']:<24} {row['created_at']}"
         )
+
+
+@workflow.command()
+@click.argument("run_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "md", "json"]),
+    default="html",
+    show_default=True,
+    help="A self-contained HTML page, Markdown, or the report's data as JSON.",
+)
+@click.option(
+    "--output",
+    "-o",
+    metavar="FILE|-",
+    help="Write here ('-': standard output). Default: html to <run dir>/report.html, "
+    "md and json to standard output.",
+)
+def report(run_id: str, fmt: str, output: str | None) -> None:
+    """Report on a run as one HTML page, Markdown or JSON.
+
+    The timeline of its steps, their durations, retries, cost, policy decisions (denials
+    highlighted), the diff that was applied and links to every artifact.
+    """
+    from bcce.workflow.report import write_report
+
+    app = get_app()
+    written = write_report(
+        app.workflow.state_store(), run_id, fmt, output, storage=app.storage.backend
+    )
+    if written.path is None:
+        click.echo(written.text, nl=False)
+    else:
+        click.echo(str(written.path))
+    if written.warning:
+        click.echo(f"warning: {written.warning}", err=True)
 
 
 @workflow.command()

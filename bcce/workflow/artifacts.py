@@ -38,6 +38,15 @@ class ArtifactPublisher:
             keys.append(key)
         return keys
 
+    def publish_file(self, run_id: str, name: str) -> list[str]:
+        """One file of the run directory written after the run (``bcce workflow report``)."""
+        path = self.state_dir / run_id / name
+        if self.in_place or not path.is_file():
+            return []
+        key = f"{run_id}/{name}"
+        self.backend.store(key, path.read_bytes())
+        return [key]
+
     def publish_run(self, run_id: str) -> list[str]:
         if self.in_place:
             return []

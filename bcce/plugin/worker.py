@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, Literal
+from typing import IO, Any, Final, Literal, TypeVar, cast
 
 from bcce.errors import PluginError
 from bcce.plugin.confine import (
@@ -52,6 +52,8 @@ from bcce.plugin.confine import (
 )
 from bcce.plugin.permissions import NETWORK_KINDS, PermissionSet
 from bcce.policy.sandbox import SandboxTier, probe_sandbox
+
+_T = TypeVar("_T")
 
 IsolationTier = Literal["A", "B", "C"]
 
@@ -93,6 +95,56 @@ def _probe() -> SandboxTier:
 @functools.cache
 def _probe_confinement() -> Confinement:
     return probe_confinement()
+
+
+class _Launcher:
+    """Starts worker processes from one thread that lives as long as the bcce process.
+
+    bubblewrap's ``--die-with-parent`` (``PR_SET_PDEATHSIG``) fires when the *thread* that
+    forked it exits, not the process: a worker first used by a step of a ``parallel`` block
+    would die when that step's thread ends, and the next call would find it gone. Forking from
+    this thread ties every worker's life to the process instead. After a ``fork`` the child
+    starts a launcher of its own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: queue.Queue[tuple[Callable[[], Any], queue.Queue[Any]]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def run(self, start: Callable[[], _T]) -> _T:
+        """Call ``start`` on the launcher thread and return what it returns (or raise)."""
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._requests = queue.Queue()
+                self._thread = threading.Thread(
+                    target=self._serve,
+                    args=(self._requests,),
+                    name="bcce-plugin-launcher",
+                    daemon=True,
+                )
+                self._pid = os.getpid()
+                self._thread.start()
+            requests = self._requests
+        answer: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+        requests.put((start, answer))
+        ok, value = answer.get()
+        if not ok:
+            raise value
+        return cast("_T", value)
+
+    @staticmethod
+    def _serve(requests: queue.Queue[tuple[Callable[[], Any], queue.Queue[Any]]]) -> None:
+        while True:
+            start, answer = requests.get()
+            try:
+                answer.put((True, start()))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+                answer.put((False, exc))
+
+
+_LAUNCHER: Final = _Launcher()
 
 
 class PluginWorker:
@@ -216,15 +268,18 @@ class PluginWorker:
         argv, env, cwd = self._command()
         self._replies = queue.Queue()
         self._stderr.clear()
-        self._process = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-            preexec_fn=self._limits(),  # only setrlimit: safe with threads
+        limits = self._limits()
+        self._process = _LAUNCHER.run(
+            lambda: subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=limits,  # only setrlimit: safe with threads
+            )
         )
         assert self._process.stdout is not None and self._process.stderr is not None
         threading.Thread(

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import socketserver
+import subprocess
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,29 @@ def listener() -> Iterator[int]:
 def test_call_echoes_params(make_worker: Factory, tier: IsolationTier) -> None:
     worker = make_worker(tier=tier)
     assert worker.call("echo", {"value": {"a": [1, "b"]}}) == {"a": [1, "b"]}
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_worker_outlives_the_thread_that_started_it(
+    make_worker: Factory, tier: IsolationTier
+) -> None:
+    # A step of a parallel block may be the first to use a plugin; its thread then ends.
+    # bubblewrap's --die-with-parent fires when the forking *thread* exits: the worker must
+    # not have been forked by this one.
+    started: list[PluginWorker] = []
+    thread = threading.Thread(target=lambda: started.append(make_worker(tier=tier)))
+    thread.start()
+    thread.join(timeout=60)
+    task = Path(f"/proc/self/task/{thread.native_id}")
+    deadline = time.monotonic() + 10
+    while task.exists() and time.monotonic() < deadline:  # the OS thread is gone: signals sent
+        time.sleep(0.01)
+    (worker,) = started
+    process = worker._process
+    assert process is not None
+    with pytest.raises(subprocess.TimeoutExpired):  # a killed worker exits within milliseconds
+        process.wait(timeout=1.0)
+    assert worker.call("echo", {"value": "still here"}, timeout=10) == "still here"
 
 
 @pytest.mark.parametrize("tier", TIERS)

@@ -279,7 +279,11 @@ class TracingSubscriber:
             return
         run = self._runs.get(run_id)
         if run is None:
-            # A run this subscriber did not see start: traced from here on, without a root.
+            if kind != "step.started":
+                # Nothing to trace: an event after the run ended (storage.archived), or one of a
+                # run whose start this subscriber did not see and that opens no span.
+                return
+            # A run this subscriber did not see start: traced from its next step on, rootless.
             run = self._runs[run_id] = _RunTrace(run_id, workflow=payload.get("workflow"))
         if kind in _RUN_END:
             self._end_run(event, run)

@@ -518,3 +518,13 @@ def test_closing_ends_the_spans_of_a_run_that_never_finished(feed: Feed) -> None
     spans = feed.spans()
     assert set(spans) == {"workflow fix", "step fix"}
     assert all(s.attributes is not None and s.attributes["bcce.incomplete"] for s in spans.values())
+
+
+def test_events_after_a_run_ends_leave_nothing_behind(feed: Feed) -> None:
+    feed.start_agent()
+    feed("step.completed", step="fix", type="agent", status="succeeded", attempts=1)
+    feed("workflow.completed", workflow="fix", status="succeeded", failed_steps=[])
+    feed("storage.archived", location="s3://b/fix", files=3, bytes=10, uploaded=3)
+
+    assert feed.subscriber._runs == {}
+    assert set(feed.spans()) == {"workflow fix", "step fix"}

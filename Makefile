@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 # System packages: the demo needs the OS sandbox (bubblewrap, socat) and git; the tests also
-# render run reports in Chromium. Installed where we are root with apt-get, reported otherwise.
+# render run reports in Chromium and run a real LDAP server (slapd, with ldap-utils to load it).
+# Installed where we are root with apt-get, reported otherwise.
 DEMO_PACKAGES := bubblewrap socat git
-TEST_PACKAGES := $(DEMO_PACKAGES) chromium
+TEST_PACKAGES := $(DEMO_PACKAGES) chromium slapd ldap-utils
 
 define install_packages
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

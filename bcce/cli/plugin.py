@@ -6,6 +6,10 @@ what a workflow run would see. ``validate``, ``sign`` and ``verify`` work on a p
 ``enable`` and ``disable`` edit ``plugins.disabled`` in a YAML configuration file, keeping its
 comments and order. No command imports plugin code into this process: a plugin that is started
 (``reload``, ``health``) runs in its sandboxed worker.
+
+``enable``, ``disable`` and ``reload`` change what runs: with authorisation enabled they need
+``auth.authorization.plugins`` (exit 6 otherwise). No command here trusts a plugin
+(``plugins.in_process``, ``plugins.trusted_keys``): that is a configuration edit.
 """
 
 from __future__ import annotations
@@ -266,6 +270,7 @@ def enable(name: str, config_file: Path | None, user: bool) -> None:
     Warns when another configuration layer (an environment variable, a file that takes
     precedence) still disables it.
     """
+    _authorise(name, "enable")
     _edit_disabled(name, disable=False, target=_target(config_file, user))
 
 
@@ -278,6 +283,7 @@ def disable(name: str, config_file: Path | None, user: bool) -> None:
     The file is created if missing; its comments and order are kept. Warns when no plugin has
     NAME, and when another configuration layer takes precedence over the file.
     """
+    _authorise(name, "disable")
     _edit_disabled(name, disable=True, target=_target(config_file, user))
 
 
@@ -291,6 +297,7 @@ def reload(name: str) -> None:
     plugins.watch on they reload a plugin whose files change, swapping the new version in only
     once it is healthy. A failure exits 4 (3 for invalid plugin configuration) with the reason.
     """
+    _authorise(name, "reload")
     manager = get_app().plugins.manager()
     try:
         before: str | None = manager.status(name).version
@@ -598,6 +605,14 @@ def _print_changes(error: BcceError) -> None:
         click.echo(f"files changed since the plugin was signed ({len(changes)}):", err=True)
         for change in changes:
             click.echo(f"  {change.describe()}", err=True)
+
+
+# -- helpers: authorisation ------------------------------------------------------------------
+def _authorise(name: str, operation: str) -> None:
+    """May the user running bcce manage plugins (``plugin.manage``)? Exit 6 if not."""
+    app = get_app()
+    authoriser = app.auth.authoriser(bus=app.events.bus())
+    authoriser.check(authoriser.authenticate(), "plugin.manage", name, operation=operation)
 
 
 # -- helpers: enable and disable -------------------------------------------------------------

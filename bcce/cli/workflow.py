@@ -1,4 +1,5 @@
-"""``bcce workflow``: validate, run, resume, status, cancel, list, report and diagram workflows."""
+"""``bcce workflow``: validate, run, resume, status, cancel, list, report and diagram workflows;
+list and get a run's artifacts, archive runs and prune old ones."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from bcce.cli.output import echo_json
 from bcce.errors import BcceError, ExitCode
 
 if TYPE_CHECKING:
+    from bcce.auth.provider import Identity
     from bcce.steps.approval import Approval, ApprovalRequest
+    from bcce.workflow.artifacts import ArchivedRun
     from bcce.workflow.runner import RunOptions, RunResult, WorkflowRunner
 
 
@@ -154,11 +157,23 @@ def resume(
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(run_id: str, as_json: bool) -> None:
-    """Show a run's state and its steps."""
-    runner = get_app().workflow.runner()
-    state = runner.status(run_id)
-    data = state.to_dict()
-    data["status"] = runner.effective_status(state)
+    """Show a run's state and its steps.
+
+    A run that is not in the state directory is read back from its archive in the storage
+    backend, when there is one (``archive`` in the JSON says where from).
+    """
+    from bcce.workflow.artifacts import locate_run
+
+    app = get_app()
+    runner = app.workflow.runner()
+    found = locate_run(runner.store, app.storage.backend, run_id)
+    if found.archived is None:
+        state = runner.status(run_id)
+        data = state.to_dict()
+        data["status"] = runner.effective_status(state)
+    else:
+        data = found.store.load(run_id).to_dict()  # as archived: no process drives it here
+        data["archive"] = _archive_note(found.archived, runner.store.root)
     if as_json:
         echo_json(data)
         return
@@ -225,11 +240,20 @@ def report(run_id: str, fmt: str, output: str | None) -> None:
     The timeline of its steps, their durations, retries, cost, policy decisions (denials
     highlighted), the diff that was applied and links to every artifact.
     """
+    from bcce.workflow.artifacts import locate_run
     from bcce.workflow.report import write_report
 
     app = get_app()
+    found = locate_run(app.workflow.state_store(), app.storage.backend, run_id)
+    if found.archived is not None:
+        _archive_note(found.archived, app.workflow.state_store().root)
     written = write_report(
-        app.workflow.state_store(), run_id, fmt, output, storage=app.storage.backend
+        found.store,
+        run_id,
+        fmt,
+        output,
+        # An archived run's copy is not the run: a report of it is not stored with its files.
+        storage=app.storage.backend if found.archived is None else None,
     )
     if written.path is None:
         click.echo(written.text, nl=False)
@@ -237,6 +261,173 @@ def report(run_id: str, fmt: str, output: str | None) -> None:
         click.echo(str(written.path))
     if written.warning:
         click.echo(f"warning: {written.warning}", err=True)
+
+
+@workflow.command()
+@click.argument("run_id")
+@click.option("--step", "step", metavar="ID", help="Only this step's artifacts.")
+@click.option(
+    "--get",
+    "name",
+    metavar="NAME",
+    help="Write one artifact's content: its path in the run (build/output.txt), or in the "
+    "--step folder (output.txt).",
+)
+@click.option(
+    "--output",
+    "-o",
+    metavar="FILE|-",
+    help="With --get: write to FILE (atomically) instead of standard output ('-').",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def artifacts(
+    run_id: str, step: str | None, name: str | None, output: str | None, as_json: bool
+) -> None:
+    """List a run's artifacts with their sizes, from the storage backend; or get one."""
+    from bcce.core.durable import atomic_write_bytes
+    from bcce.errors import UsageError
+    from bcce.workflow.artifacts import get_artifact, list_artifacts
+    from bcce.workflow.report.text import size
+
+    app = get_app()
+    backend = app.storage.backend()
+    store = app.workflow.state_store()
+    if name is None:
+        if output is not None:
+            raise UsageError("--output goes with --get NAME", hint="add --get NAME")
+        items = list_artifacts(backend, store, run_id, step=step)
+        if as_json:
+            echo_json(
+                {
+                    "run_id": run_id,
+                    "location": backend.location(run_id),
+                    "artifacts": [{"name": a.name, "step": a.step, "size": a.size} for a in items],
+                }
+            )
+            return
+        click.echo(f"artifacts of run {run_id} in {backend.location(run_id)}")
+        for item in items:
+            click.echo(f"  {size(item.size):>10}  {item.name}")
+        total = sum(a.size for a in items)
+        click.echo(f"{len(items)} file(s), {size(total)}")
+        return
+    if as_json:
+        raise UsageError(
+            "--json lists artifacts; --get writes one's content", hint="drop one of them"
+        )
+    data = get_artifact(backend, store, run_id, name, step=step)
+    if output is None or output == "-":
+        click.echo(data, nl=False)
+        return
+    target = Path(output)
+    if target.is_dir():
+        raise UsageError(
+            f"--output {target} is a directory",
+            hint=f"name a file, e.g. {target / Path(name).name}",
+        )
+    atomic_write_bytes(target, data)
+    click.echo(f"{target} ({size(len(data))})")
+
+
+@workflow.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def archive(run_id: str, as_json: bool) -> None:
+    """Archive a run in the storage backend now: its files, then the manifest.
+
+    Refuses a run that a process is driving (exit 1). Prints where the archive is.
+    """
+    from bcce.events.bus import Event
+    from bcce.workflow.artifacts import archive_now
+
+    app = get_app()
+    bus = app.events.bus()
+
+    def publish(event_type: str, payload: dict[str, Any]) -> None:
+        bus.publish(Event(event_type, payload, run_id=run_id))
+
+    outcome = archive_now(
+        app.workflow.state_store(), app.storage.backend(), run_id, publish=publish
+    )
+    result = outcome.result
+    if as_json:
+        echo_json(
+            {
+                "run_id": run_id,
+                "location": outcome.location,
+                "archived": result is not None,
+                "files": result.files if result else None,
+                "bytes": result.total_bytes if result else None,
+                "uploaded": result.uploaded if result else None,
+            }
+        )
+        return
+    if result is None:
+        click.echo(
+            f"run {run_id} is kept in {outcome.location}: the storage backend is the run "
+            "directory itself, so there is nothing to archive"
+        )
+        return
+    from bcce.workflow.report.text import size
+
+    click.echo(result.location)
+    click.echo(
+        f"{result.files} file(s), {size(result.total_bytes)}; {result.uploaded} uploaded now",
+        err=True,
+    )
+
+
+@workflow.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="AGE",
+    help="Remove runs that finished before then: an age (30d, 12h, 2w) or a date.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
+@click.option(
+    "--include-unarchived",
+    is_flag=True,
+    help="With a remote storage backend, also remove runs it holds no archive of.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def prune(older_than: str, dry_run: bool, include_unarchived: bool, as_json: bool) -> None:
+    """Delete local run directories of runs that finished before a cutoff.
+
+    Never a run that is running, interrupted, awaiting approval or driven by a process; with a
+    remote storage backend, only runs archived there (unless --include-unarchived).
+    """
+    from bcce.core.when import parse_when
+    from bcce.workflow.report.text import size
+    from bcce.workflow.retention import prune_runs
+
+    cutoff = parse_when(older_than, option="--older-than")
+    app = get_app()
+    report = prune_runs(
+        app.workflow.state_store(),
+        cutoff=cutoff,
+        backend=app.storage.backend(),
+        include_unarchived=include_unarchived,
+        dry_run=dry_run,
+    )
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    for decision in report.removed:
+        click.echo(
+            f"{verb:<12} {decision.run_id:<28} {_padded(decision.status, 20)} "
+            f"{size(decision.bytes):>9}  {decision.reason}"
+        )
+    for decision in report.kept:
+        click.echo(
+            f"{'kept':<12} {decision.run_id:<28} {_padded(decision.status, 20)} "
+            f"{'':>9}  {decision.reason}"
+        )
+    freed = size(sum(d.bytes for d in report.removed))
+    summary = f"{len(report.removed)} {verb} ({freed}), {len(report.kept)} kept"
+    click.echo(summary + (" — dry run: nothing was deleted" if dry_run else ""))
 
 
 @workflow.command()
@@ -254,21 +445,39 @@ def diagram(file: Path, fmt: str, variables: tuple[str, ...]) -> None:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _archive_note(archived: ArchivedRun, state_dir: Path) -> dict[str, Any]:
+    """Say on standard error that the run was read back from its archive; the JSON of it."""
+    click.echo(
+        f"run {archived.run_id} is not in {state_dir}: read back from its archive "
+        f"{archived.location} (archived {archived.manifest.archived_at}; copy in "
+        f"{archived.directory})",
+        err=True,
+    )
+    return {
+        "location": archived.location,
+        "archived_at": archived.manifest.archived_at,
+        "copy": str(archived.directory),
+    }
+
+
 def _approvals(options: RunOptions, approve: bool, reject: bool, as_json: bool) -> None:
-    """``--approve``/``--reject``, else a person at the terminal when there is one."""
+    """``--approve``/``--reject``, else a person at the terminal when there is one.
+
+    Either carries the authenticated identity: authorisation checks who approves by it.
+    """
     from bcce.steps.approval import Approval, Verdict
 
     if approve and reject:
         raise click.UsageError("--approve and --reject exclude each other")
-    user = get_app().auth.authenticator().authenticate().user
+    identity = get_app().auth.authenticator().authenticate()
     if approve or reject:
         verdict = Verdict.APPROVED if approve else Verdict.REJECTED
-        options.approval = Approval(verdict, user, "command line")
+        options.approval = Approval(verdict, identity.user, "command line", identity=identity)
     elif not as_json and sys.stdin.isatty() and sys.stdout.isatty():
-        options.approver = _terminal_approver(user)
+        options.approver = _terminal_approver(identity)
 
 
-def _terminal_approver(user: str) -> Callable[[ApprovalRequest], Approval]:
+def _terminal_approver(identity: Identity) -> Callable[[ApprovalRequest], Approval]:
     from bcce.steps.approval import Approval, Verdict
 
     def ask(request: ApprovalRequest) -> Approval:
@@ -279,7 +488,8 @@ def _terminal_approver(user: str) -> Callable[[ApprovalRequest], Approval]:
             colour = "green" if line.startswith("+") else "red" if line.startswith("-") else None
             click.echo(click.style(line, fg=colour))
         approved = click.confirm("Apply these changes to your workspace?", default=False)
-        return Approval(Verdict.APPROVED if approved else Verdict.REJECTED, user, "terminal")
+        verdict = Verdict.APPROVED if approved else Verdict.REJECTED
+        return Approval(verdict, identity.user, "terminal", identity=identity)
 
     return ask
 
@@ -388,6 +598,11 @@ _COLOURS = {
 
 def _colour(status: str) -> str:
     return click.style(status, fg=_COLOURS.get(status))
+
+
+def _padded(status: str, width: int) -> str:
+    """The coloured status, padded by its visible width (colour codes take none)."""
+    return _colour(status) + " " * max(width - len(status), 0)
 
 
 def _print_state(data: dict[str, Any]) -> None:

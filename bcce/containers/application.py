@@ -23,11 +23,13 @@ class Application(containers.DeclarativeContainer):
 
     core = providers.Container(CoreContainer, config=config.core, settings=settings)
     aws = providers.Container(AwsContainer, settings=settings.provided.aws)
-    auth = providers.Container(AuthContainer, config=config.auth, aws=aws)
+    auth = providers.Container(AuthContainer, config=config.auth, settings=settings, aws=aws)
     events = providers.Container(
         EventsContainer, config=config.events, settings=settings, core=core, aws=aws, auth=auth
     )
-    storage = providers.Container(StorageContainer, config=config.storage, aws=aws)
+    storage = providers.Container(
+        StorageContainer, config=config.storage, settings=settings, aws=aws
+    )
     policy = providers.Container(PolicyContainer, settings=settings.provided.policy)
     plugins = providers.Container(PluginsContainer, settings=settings, events=events)
     agent = providers.Container(AgentContainer, config=config.agent, aws=aws)

@@ -20,3 +20,5 @@ class AwsContainer(containers.DeclarativeContainer):
     bedrock_runtime = providers.Singleton(create_client, session, settings, "bedrock-runtime")
     events = providers.Singleton(create_client, session, settings, "events")
     cloudwatch = providers.Singleton(create_client, session, settings, "cloudwatch")
+    identitystore = providers.Singleton(create_client, session, settings, "identitystore")
+    kms = providers.Singleton(create_client, session, settings, "kms")

@@ -39,4 +39,5 @@ class WorkflowContainer(containers.DeclarativeContainer):
         storage=storage.backend,
         agent_runtime=agent.runtime,
         approval_gates=plugins.manager.provided.approval_gates.call(),
+        authoriser=providers.Factory(auth.authoriser, bus=events.bus),
     )

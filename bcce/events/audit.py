@@ -436,7 +436,8 @@ class AuditTrail:
         try:
             identity = self._identity()
         except Exception as exc:  # noqa: BLE001 - the trail records who it can, never fails
-            log.opt(exception=exc).warning(
+            # A refused login is the user's to fix (the command reports it too): no traceback.
+            log.opt(exception=None if isinstance(exc, BcceError) else exc).warning(
                 "the audit trail cannot resolve the auth provider's identity: {}", exc
             )
             return _os_actor(f"the auth provider failed: {type(exc).__name__}: {exc}")
@@ -1206,7 +1207,9 @@ def search(
 ) -> list[dict[str, Any]]:
     """The records matching every filter given, in trail order (the last ``limit`` of them).
 
-    ``types`` are event type patterns (``policy.*``); a record matches any of them. ``since`` is
+    ``run_id`` matches the run's own records and those about it (a payload's ``run_id``, as in
+    ``auth.decision``). ``types`` are event type patterns (``policy.*``); a record matches any
+    of them. ``since`` is
     inclusive, ``until`` exclusive. Lines that are not records are skipped: searching does not
     verify (see :func:`verify`).
     """
@@ -1234,6 +1237,15 @@ def search(
     return found[-limit:] if limit is not None else found
 
 
+def _runs_of(record: dict[str, Any]) -> tuple[object, ...]:
+    """The runs a record concerns: its own, and the payload's ``run_id`` for records that are
+    about a run without being one of its events (``auth.decision``: a refused run never exists;
+    ``events.subscriber_failed``: the event that failed)."""
+    payload = record.get("payload")
+    about = payload.get("run_id") if isinstance(payload, dict) else None
+    return (record.get("run_id"), about)
+
+
 def _matches(
     record: dict[str, Any],
     run_id: str | None,
@@ -1242,7 +1254,7 @@ def _matches(
     since: datetime.datetime | None,
     until: datetime.datetime | None,
 ) -> bool:
-    if run_id is not None and record.get("run_id") != run_id:
+    if run_id is not None and run_id not in _runs_of(record):
         return False
     if user is not None:
         actor = record.get("actor")

@@ -132,6 +132,13 @@ APPLY = "`apply_diff` step (`bcce/steps/apply_diff.py`)"
 MANAGER = "plugin manager (`bcce/plugin/manager.py`)"
 HOST = "plugin host (`bcce/plugin/host.py`)"
 BUS = "event bus (`bcce/events/bus.py`)"
+STORAGE = (
+    "workflow runner at run completion; `bcce workflow archive` (`bcce/workflow/artifacts.py`)"
+)
+AUTHZ = (
+    "authoriser (`bcce/auth/authorization.py`): `bcce workflow run` and `resume`, `apply_diff` "
+    "approvals, `bcce plugin enable`, `disable` and `reload`"
+)
 
 _STEP = _f("step", "str", "the step's id")
 _TYPE = _f("type", "str", "the step's type (`cmd`, `agent`, `composite`, `db:query`...)")
@@ -340,10 +347,35 @@ CATALOGUE: tuple[EventSpec, ...] = (
     ),
     EventSpec(
         "artifacts.failed",
-        "A step's artifacts could not be copied to the storage backend (the local copy is "
-        "intact; the run goes on).",
+        "A step's artifacts (or, with `step` null, the run's own files of a run awaiting "
+        "approval) could not be copied to the storage backend; the local copy is intact and "
+        "the run goes on.",
         RUNNER,
-        (_STEP, _f("error", "str", "the storage error")),
+        (
+            _f("step", "str", "the step's id; null for the run's own files", nullable=True),
+            _f("error", "str", "the storage error"),
+        ),
+    ),
+    # -- storage.* -------------------------------------------------------------------------
+    EventSpec(
+        "storage.archived",
+        "A run was archived in the storage backend: every file of its run directory, then the "
+        "manifest `<run_id>/archive.json` (at completion with `storage.archive_on_completion`, "
+        "or by `bcce workflow archive`).",
+        STORAGE,
+        (
+            _f("location", "str", "where the archive is, e.g. `s3://bucket/prefix/RUN_ID`"),
+            _f("files", "int", "files in the archive (the manifest not counted)"),
+            _f("bytes", "int", "their total size"),
+            _f("uploaded", "int", "files stored this time (the others were there already)"),
+        ),
+    ),
+    EventSpec(
+        "storage.archive_failed",
+        "Archiving a run failed; its run directory is intact (`bcce workflow archive RUN_ID` "
+        "tries again). The run's own outcome is unchanged.",
+        STORAGE,
+        (_f("error", "str", "the storage error"),),
     ),
     # -- policy.* --------------------------------------------------------------------------
     EventSpec(
@@ -473,6 +505,55 @@ CATALOGUE: tuple[EventSpec, ...] = (
         "An `apply_diff` step's change set waits for an approval.",
         APPLY,
         _APPROVAL_FIELDS,
+    ),
+    # -- auth.* ---------------------------------------------------------------------------
+    EventSpec(
+        "auth.decision",
+        "An authorisation decision (`auth.authorization`), allowed or refused; with "
+        "authorisation disabled every action is allowed by rule `authorization disabled`. "
+        "Not a run's event (a refused run is never recorded): the run it concerns is the "
+        "payload's `run_id`.",
+        AUTHZ,
+        (
+            _f(
+                "action",
+                "str",
+                "`workflow.run`, `workflow.resume`, `policy.use`, `approval.give` or "
+                "`plugin.manage`",
+            ),
+            _f("subject", "str", "what it is about: a workflow path, a policy, a step, a plugin"),
+            _f("allowed", "bool", "whether it was allowed"),
+            _f(
+                "rule",
+                "str",
+                "the rule that decided (`auth.authorization.workflows[0]`, "
+                "`auth.authorization.approvals.four_eyes`, `no rule allows it`...)",
+            ),
+            _f("reason", "str", "the decision in words"),
+            _f("user", "str", "who asked (for `approval.give`: who approved)"),
+            _f("groups", "list[str]", "their groups"),
+            _f("provider", "str", "the auth provider that vouched for them (or the integration)"),
+            _opt("run_id", "str", "the run it concerns"),
+            _opt("step", "str", "the step it concerns (`policy.use`, `approval.give`)"),
+            _opt("workflow", "str", "`workflow.*`: the workflow's name"),
+            _opt("path", "str", "`workflow.*`: its path relative to the working directory"),
+            _opt("absolute", "str", "`workflow.*`: its absolute path, symbolic links resolved"),
+            _opt("preset", "str", "`policy.use`: the preset the step's policy names"),
+            _opt(
+                "looser_than_default",
+                "list[str]",
+                "`policy.use`: what the policy allows beyond `policy.default` (empty: nothing)",
+            ),
+            _opt(
+                "looser_than_preset",
+                "list[str]",
+                "`policy.use`: what it allows beyond its preset",
+            ),
+            _opt("via", "str", "`approval.give`: how the approval came"),
+            _opt("started_by", "str", "`approval.give`: who started the run (`provider:user`)"),
+            _opt("operation", "str", "`plugin.manage`: `enable`, `disable` or `reload`"),
+        ),
+        in_run=False,
     ),
     # -- plugin.* -------------------------------------------------------------------------
     EventSpec(

@@ -33,20 +33,27 @@ _IP_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
 
 def _install_guards(permissions: PermissionSet) -> None:
     """Clear denials for spawn, IP sockets and out-of-scope connects; the OS sandbox is the
-    boundary."""
+    boundary.
+
+    A connect is checked by host only, against every network kind held (``network:http``,
+    ``network:https``, ``network:ldap``): the hook sees an address and a port, not the protocol
+    that will be spoken, and the permission names hosts, not ports. So any port of a granted
+    host passes (LDAP's 389 and 636, and whatever port a URL names); which kind a connection
+    needs is the plugin's own check, made from its URL's scheme before it connects.
+    """
 
     resolved: set[str] = set()
     resolving: list[bool] = []
-    network = any(kind in permissions for kind in NETWORK_KINDS)
+    held = [kind for kind in NETWORK_KINDS if kind in permissions]
 
     def allowed(host: str) -> bool:
-        return any(permissions.allows(kind, host) for kind in ("network:http", "network:https"))
+        return any(permissions.allows(kind, host) for kind in held)
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event in _SPAWN_EVENTS and "process:spawn" not in permissions:
             raise PermissionError(explain_denial("process:spawn"))
-        if event == "socket.__new__" and not network and args[1] in _IP_FAMILIES:
-            raise PermissionError(explain_denial("network:https"))
+        if event == "socket.__new__" and not held and args[1] in _IP_FAMILIES:
+            raise PermissionError(explain_denial(NETWORK_KINDS))
         if event == "socket.getaddrinfo" and not resolving and allowed(str(args[0])):
             # connect() sees only addresses: remember those of the hosts in scope.
             resolving.append(True)
@@ -59,7 +66,7 @@ def _install_guards(permissions: PermissionSet) -> None:
         if event == "socket.connect" and isinstance(args[1], tuple):
             host = str(args[1][0])
             if host not in resolved and not allowed(host):
-                raise PermissionError(explain_denial("network:https", host))
+                raise PermissionError(explain_denial(held or NETWORK_KINDS, host))
 
     sys.addaudithook(hook)
 

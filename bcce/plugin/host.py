@@ -466,13 +466,25 @@ class PluginStorageBackend(StorageBackend):
 
 
 class PluginAuthProvider:
-    """An authentication provider provided by a plugin."""
+    """An authentication provider provided by a plugin.
+
+    Who is running bcce does not change within a process: the first successful identity is
+    kept, so the runner and the audit trail do not each log in (an LDAP bind, say). A failure
+    is not kept: the next call asks the plugin again. No lock: starting the plugin publishes
+    events whose audit record asks for the identity again, from this same call.
+    """
 
     def __init__(self, name: str, resolve: Resolve) -> None:
         self.name = name
         self._resolve = resolve
+        self._identity: Identity | None = None
 
     def authenticate(self) -> Identity:
+        if self._identity is None:
+            self._identity = self._authenticate()
+        return self._identity
+
+    def _authenticate(self) -> Identity:
         try:
             answer = self._resolve().call("authenticate")
         except PluginError as exc:

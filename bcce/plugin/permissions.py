@@ -1,10 +1,11 @@
 """Plugin permissions: what a manifest declares, what an administrator grants, what a plugin gets.
 
 A permission is a kind (``filesystem:read``, ``filesystem:write``, ``network:http``,
-``network:https``, ``env:read``, ``process:spawn``) with an optional scope: path globs for the
-filesystem kinds, host patterns for the network kinds, variable names for ``env:read``. A kind
-without a scope is unrestricted. In a manifest or a grant a permission is written as a string,
-``"filesystem:read"``, or as ``{"permission": "filesystem:read", "scope": ["/data/**"]}``.
+``network:https``, ``network:ldap``, ``env:read``, ``process:spawn``) with an optional scope: path
+globs for the filesystem kinds, host patterns for the network kinds, variable names for
+``env:read``. A kind without a scope is unrestricted. In a manifest or a grant a permission is
+written as a string, ``"filesystem:read"``, or as
+``{"permission": "filesystem:read", "scope": ["/data/**"]}``.
 
 A plugin gets :func:`effective` permissions: the intersection of the declaration and the grant.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
@@ -26,12 +27,16 @@ PermissionKind = Literal[
     "filesystem:write",
     "network:http",
     "network:https",
+    "network:ldap",
     "env:read",
     "process:spawn",
 ]
 KINDS: Final[tuple[PermissionKind, ...]] = get_args(PermissionKind)
 FILESYSTEM_KINDS: Final = frozenset({"filesystem:read", "filesystem:write"})
-NETWORK_KINDS: Final = frozenset({"network:http", "network:https"})
+#: The kinds that give a worker the network. The OS sandbox cannot tell them apart (a TCP
+#: connection is a TCP connection): each one scopes hosts, and the plugin checks the kind that
+#: matches the protocol it speaks (the URL's scheme) before it connects.
+NETWORK_KINDS: Final[tuple[PermissionKind, ...]] = ("network:http", "network:https", "network:ldap")
 
 _GLOB_FLAGS: Final = glob.GLOBSTAR | glob.DOTGLOB | glob.FORCEUNIX
 _SCOPED_HINTS: Final[Mapping[str, str]] = {
@@ -39,6 +44,7 @@ _SCOPED_HINTS: Final[Mapping[str, str]] = {
     "filesystem:write": "a path glob",
     "network:http": "a host pattern",
     "network:https": "a host pattern",
+    "network:ldap": "a host pattern",
     "env:read": "a variable name",
 }
 
@@ -160,9 +166,14 @@ def effective(declared: PermissionSet, granted: PermissionSet) -> PermissionSet:
     return PermissionSet(result)
 
 
-def explain_denial(kind: PermissionKind | str, target: str | None = None) -> str:
-    """A message naming the missing permission and how to obtain it."""
-    what = f"{kind!r} for {target!r}" if target else repr(kind)
+def explain_denial(kind: PermissionKind | str | Sequence[str], target: str | None = None) -> str:
+    """A message naming the missing permission (or the kinds that would do) and how to get it."""
+    if isinstance(kind, str):
+        kinds = repr(kind)
+    else:
+        names = [repr(k) for k in kind] or ["a permission"]
+        kinds = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    what = f"{kinds} for {target!r}" if target else kinds
     return (
         f"permission denied: the plugin lacks {what}; the plugin must declare it in "
         "bcce.plugin.json and the administrator must grant it in plugins.grants.<name>"

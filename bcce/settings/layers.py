@@ -33,8 +33,24 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "BCCE_"
 ENV_NESTING = "__"
-#: ``BCCE_`` variables that select things rather than set keys.
-RESERVED_ENV = frozenset({"BCCE_ENV", "BCCE_PLUGIN_PATH"})
+
+
+def is_settings_variable(name: str) -> bool:
+    """Whether environment variable ``name`` sets a key: ``BCCE_<SECTION>__KEY``.
+
+    A ``BCCE_`` variable whose name starts with a settings section (``BCCE_STORAGE__ROOT``, or
+    the typo ``BCCE_STORAGE_ROOT``, which is then reported) is a setting. Others
+    (``BCCE_ENV``, ``BCCE_PLUGIN_PATH``, ``BCCE_ID_TOKEN``, a plugin's ``BCCE_LDAP_PASSWORD``)
+    belong to whoever reads them.
+    """
+    from bcce.settings.model import BcceSettings
+
+    if not name.startswith(ENV_PREFIX):
+        return False
+    rest = name[len(ENV_PREFIX) :].lower()
+    return ENV_NESTING.lower() in rest or any(
+        rest == section or rest.startswith(f"{section}_") for section in BcceSettings.SECTIONS
+    )
 
 
 @dataclass
@@ -161,7 +177,7 @@ class LayerStack:
         data: dict[str, Any] = {}
         origins: dict[PathKey, Origin] = {}
         for name in sorted(self.environ):
-            if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV:
+            if not is_settings_variable(name):
                 continue
             parts = [p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_NESTING)]
             if not all(parts):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -110,6 +111,8 @@ AUDITED_EVENTS = (
     "plugin.failed",
     "plugin.call",
     "events.subscriber_failed",
+    "auth.*",
+    "storage.*",
 )
 
 
@@ -219,13 +222,189 @@ class EventsSettings(Section):
 SUBSCRIBERS = ("audit", "metrics", "tracing", "eventbridge")
 
 
+class IdentityCenterSettings(Section):
+    identity_store_id: str | None = Field(
+        default=None,
+        description="d-xxxxxxxxxx: groups come from the Identity Store API (else group_mapping)",
+    )
+    region: str | None = Field(
+        default=None, description="the Identity Store's region (default: aws.region)"
+    )
+    group_mapping: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="permission set (or IAM role) name -> the groups it stands for",
+    )
+
+
+class CognitoOidcSettings(Section):
+    issuer: str | None = Field(
+        default=None,
+        description="the token issuer, e.g. https://cognito-idp.REGION.amazonaws.com/POOL_ID",
+    )
+    audience: str | None = Field(default=None, description="the app client id the token is for")
+    jwks_url: str | None = Field(
+        default=None, description="default: <issuer>/.well-known/jwks.json"
+    )
+    token_file: Path | None = Field(
+        default=None, description="a file holding the ID token (else token_env)"
+    )
+    token_env: str = Field(
+        default="BCCE_ID_TOKEN", description="the environment variable holding the ID token"
+    )
+    username_claim: str = Field(
+        default="cognito:username", description="the claim naming the user (else email, sub)"
+    )
+    groups_claim: str = Field(default="cognito:groups", description="the claim listing groups")
+    leeway_seconds: int = Field(default=30, ge=0, le=600, description="clock skew allowed")
+
+    @field_validator("token_env")
+    @classmethod
+    def _not_a_settings_variable(cls, value: str) -> str:
+        from bcce.settings.layers import is_settings_variable
+
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("must be an environment variable name")
+        if is_settings_variable(value.upper()):
+            raise ValueError(
+                "BCCE_<SECTION>... variables are settings: use BCCE_ID_TOKEN or another name"
+            )
+        return value
+
+
+class _Grantees(Section):
+    """Who a rule grants something to: members of any of ``groups``, or any of ``users``."""
+
+    groups: list[str] = Field(
+        default_factory=list, description="group names (from the auth provider) it applies to"
+    )
+    users: list[str] = Field(
+        default_factory=list,
+        description="user names it applies to (an approval integration's users have no groups)",
+    )
+
+    @field_validator("groups", "users")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.strip() or name != name.strip():
+                raise ValueError(f"{name!r} is not a name: empty or surrounded by spaces")
+        return value
+
+
+class _Rule(_Grantees):
+    @model_validator(mode="after")
+    def _someone(self) -> Self:
+        if not self.groups and not self.users:
+            raise ValueError("a rule needs groups (or users) to apply to; both are empty")
+        return self
+
+
+class WorkflowRule(_Rule):
+    allow: list[str] = Field(
+        description="workflow path globs (relative to the working directory, or absolute) "
+        "and name:GLOB for workflow names",
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("the rule allows nothing: give workflow path globs or name:GLOB")
+        for pattern in value:
+            if not pattern.strip() or pattern == "name:":
+                raise ValueError(f"{pattern!r} is not a workflow path glob or name:GLOB")
+        return value
+
+
+class PolicyRule(_Rule):
+    presets: list[str] = Field(
+        default_factory=list,
+        description="policy preset names (globs) whose limits the steps may use, as named",
+    )
+    looser_than_default: bool = Field(
+        default=False, description="any step policy, however much looser than policy.default"
+    )
+
+    @model_validator(mode="after")
+    def _grants_something(self) -> Self:
+        if not self.presets and not self.looser_than_default:
+            raise ValueError("the rule allows nothing: give presets, or looser_than_default: true")
+        if any(not p.strip() for p in self.presets):
+            raise ValueError("a preset name is empty")
+        return self
+
+
+class ApprovalRules(_Grantees):
+    four_eyes: bool = Field(
+        default=False,
+        description="never the identity that started the run (provider and user compared)",
+    )
+
+
+class PluginRules(_Grantees):
+    pass
+
+
+class AuthorizationSettings(Section):
+    enabled: bool = Field(
+        default=False, description="enforce the rules below (off: everyone may do everything)"
+    )
+    admins: list[str] = Field(
+        default_factory=list, description="groups allowed everything (four-eyes still applies)"
+    )
+    workflows: list[WorkflowRule] = Field(
+        default_factory=list, description="who may run (and resume) which workflows"
+    )
+    policies: list[PolicyRule] = Field(
+        default_factory=list,
+        description="who may run steps whose policy is looser than policy.default",
+    )
+    approvals: ApprovalRules = Field(
+        default_factory=ApprovalRules, description="who may approve apply_diff changes"
+    )
+    plugins: PluginRules = Field(
+        default_factory=PluginRules,
+        description="who may enable, disable and reload plugins (bcce plugin ...)",
+    )
+
+    @field_validator("admins")
+    @classmethod
+    def _admin_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.strip() or name != name.strip():
+                raise ValueError(f"{name!r} is not a group name: empty or surrounded by spaces")
+        return value
+
+
 class AuthSettings(Section):
     provider: str = "local"
+    identity_center: IdentityCenterSettings = Field(default_factory=IdentityCenterSettings)
+    cognito_oidc: CognitoOidcSettings = Field(default_factory=CognitoOidcSettings)
+    authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
+
+
+class S3StorageSettings(Section):
+    bucket: str | None = Field(default=None, description="the bucket (storage.backend: s3)")
+    prefix: str = Field(default="bcce", description="key prefix: <prefix>/<run_id>/...")
+    kms_key_id: str | None = Field(
+        default=None,
+        description="SSE-KMS key id, ARN or alias (None: the bucket's default encryption)",
+    )
+    multipart_threshold_mb: int = Field(
+        default=8, ge=5, le=5120, description="artifacts from this size up go in parts"
+    )
+    multipart_chunk_mb: int = Field(default=8, ge=5, le=5120, description="the size of a part")
+    max_attempts: int = Field(default=5, ge=1, le=20, description="tries per request")
 
 
 class StorageSettings(Section):
     backend: str = "local"
     root: Path = Path(".bcce_runs")
+    archive_on_completion: bool = Field(
+        default=True,
+        description="with a remote backend: archive the run's files there when it completes",
+    )
+    s3: S3StorageSettings = Field(default_factory=S3StorageSettings)
 
 
 class StepPolicySettings(Section):

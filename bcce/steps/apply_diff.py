@@ -1,4 +1,8 @@
-"""``apply_diff`` steps: earlier agent steps' changes, audited, approved, applied all-or-nothing."""
+"""``apply_diff`` steps: earlier agent steps' changes, audited, approved, applied all-or-nothing.
+
+With authorisation enabled, an approval counts only if its giver may approve (and, with
+four-eyes, did not start the run); a refused approval leaves the step awaiting approval.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ class ApplyDiffExecutor:
         combined = "".join(path.read_text(encoding="utf-8") for _, path in patches)
         (context.artifacts / "proposed.patch").write_text(combined)
         files = _files(combined)
-        approval = self._approval(context, combined, files)
+        approval, refusal = self._authorised(context, self._approval(context, combined, files))
         (context.artifacts / "approval.json").write_text(
             json.dumps(
                 {
@@ -58,8 +62,9 @@ class ApplyDiffExecutor:
             return StepResult(
                 "awaiting_approval",
                 {"files": files},
-                error="waiting for approval: `bcce workflow resume "
-                f"{context.run_id} --approve` (or --reject)",
+                error=(f"{refusal}; " if refusal else "")
+                + f"waiting for approval: `bcce workflow resume {context.run_id} --approve` "
+                "(or --reject)",
             )
         if approval.verdict is Verdict.REJECTED:
             (context.artifacts / "rejected.patch").write_text(combined)
@@ -79,8 +84,14 @@ class ApplyDiffExecutor:
             return Approval(Verdict.APPROVED, "workflow", "workflow", "approve: true")
         if context.approval is not None:
             return context.approval
+        starter = context.started_by
         request = ApprovalRequest(
-            context.run_id, context.step.id, context.workflow.name, diff, files
+            context.run_id,
+            context.step.id,
+            context.workflow.name,
+            diff,
+            files,
+            requested_by=starter.user if starter is not None else None,
         )
         for gate in context.approval_gates:
             answer = gate.request(request)
@@ -89,6 +100,39 @@ class ApplyDiffExecutor:
         if context.approver is not None:
             return context.approver(request)
         return Approval(Verdict.PENDING, "nobody", "none", "no approval given")
+
+    def _authorised(self, context: StepContext, approval: Approval) -> tuple[Approval, str]:
+        """The approval if its giver may give it, else a pending one and why it was refused.
+
+        A ``--approve`` (``context.approval``) was checked when the run (re)started, so that a
+        refusal stopped it before anything ran (exit 6); the workflow's ``approve: true``, the
+        terminal's and the integrations' answers are checked here.
+        """
+        authoriser = context.authoriser
+        if (
+            approval.verdict is not Verdict.APPROVED
+            or authoriser is None
+            or approval is context.approval
+        ):
+            return approval, ""
+        from bcce.auth.authorization import approver_identity
+
+        decision = authoriser.decide(
+            approver_identity(approval, context.started_by),
+            "approval.give",
+            f"step {context.step.id} of run {context.run_id}",
+            run_id=context.run_id,
+            step=context.step.id,
+            via=approval.via,
+            started_by=context.started_by,
+        )
+        if decision.allowed:
+            return approval, ""
+        refusal = (
+            f"the approval by {approval.by} ({approval.via}) was refused by rule "
+            f"'{decision.rule}': {decision.reason}"
+        )
+        return Approval(Verdict.PENDING, "nobody", "none", refusal), refusal
 
 
 def _files(diff: str) -> list[str]:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from bcce.auth.authorization import Authoriser
+    from bcce.auth.provider import Identity
     from bcce.core.redaction import Redactor
     from bcce.policy.engine import PolicyEngine
     from bcce.policy.spend import StepBudget
@@ -45,6 +47,9 @@ class StepContext:
     agent_runtime: Any = None  # the container's agent.runtime choice
     #: The attempt's spend budgets (step, run, team); agent and prompt steps enforce them.
     budget: StepBudget | None = None
+    #: Who may approve (apply_diff asks it), and who started the run (four-eyes).
+    authoriser: Authoriser | None = None
+    started_by: Identity | None = None
 
 
 @dataclass

@@ -20,6 +20,9 @@ For plugin authors (see :mod:`bcce.testing.plugins`):
                             model server on 127.0.0.1 (its ``url``); stopped at teardown
     bcce_otlp_receiver      a started OTLP/HTTP receiver on 127.0.0.1 (its ``url``, ``requests``,
                             ``bodies(path)``, ``resources()``); stopped at teardown
+    bcce_slapd              ``bcce_slapd(users=..., groups=..., tls=False)``: a started slapd on
+                            127.0.0.1 with a small directory (:mod:`bcce.testing.ldap`); stopped
+                            at teardown; skips the test when Debian's ``slapd`` is missing
 
 This module loads in every pytest session of every project with bcce installed, so it imports
 nothing from bcce (or moto, boto3, click) until a fixture runs.
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     from bcce.settings.layers import LayerOptions
     from bcce.settings.model import BcceSettings
     from bcce.testing.aws import MotoServer
+    from bcce.testing.ldap import SlapdServer
     from bcce.testing.model_server import ScriptedModelServer
     from bcce.testing.otlp import OtlpReceiver
     from bcce.testing.plugins import PluginHarness
@@ -271,3 +275,30 @@ def bcce_otlp_receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     with OtlpReceiver() as receiver:
         yield receiver
+
+
+# -- LDAP (the ldap plugin) -----------------------------------------------------------------------
+@pytest.fixture
+def bcce_slapd(tmp_path: Path) -> Iterator[Callable[..., SlapdServer]]:
+    """A factory: ``bcce_slapd(**options) -> SlapdServer``, started, in a directory under
+    ``tmp_path``; stopped when the test ends.
+
+    ``options`` are :class:`~bcce.testing.ldap.SlapdServer`'s (``users``, ``groups``, ``tls``,
+    ...); without them the directory holds alice and bob and three groups. The test is skipped,
+    naming Debian's ``slapd`` package, when slapd is not installed.
+    """
+    from bcce.testing.ldap import SlapdServer, slapd_missing
+
+    missing = slapd_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    servers: list[SlapdServer] = []
+
+    def start(**options: Any) -> SlapdServer:
+        server = SlapdServer(tmp_path / f"slapd-{len(servers) + 1}", **options)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in reversed(servers):
+        server.stop()

@@ -22,13 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bcce.auth.authorization import (
+    Authoriser,
+    authorise_approval,
+    authorise_workflow,
+    identity_from_record,
+    identity_record,
+)
 from bcce.core.log import get_logger
 from bcce.errors import BcceError, ExitCode, PolicyDenied, UsageError, WorkflowError
 from bcce.events.bus import Event, EventBus
 from bcce.events.cost import LEDGER_NAME, CostLedger
 from bcce.policy.spend import RunBudgets
 from bcce.steps.base import StepContext, StepResult
-from bcce.workflow.artifacts import ArtifactPublisher
+from bcce.workflow.artifacts import ArtifactPublisher, StepUploads, archived_payload
 from bcce.workflow.expressions import EvaluationContext, parse
 from bcce.workflow.loader import EXPRESSION_ROOTS, LoadOptions, load_workflow
 from bcce.workflow.model import CONTROL_TYPES, Step, Workflow
@@ -56,6 +63,7 @@ from bcce.workflow.templating import render_data
 
 if TYPE_CHECKING:
     from bcce.agent.runtime import AgentRuntime
+    from bcce.auth.provider import Identity
     from bcce.core.ids import IdGenerator
     from bcce.core.redaction import Redactor
     from bcce.policy.engine import PolicyEngine
@@ -105,6 +113,7 @@ class WorkflowRunner:
         approval_gates: Sequence[ApprovalGate] = (),
         agent_runtime: AgentRuntime | None = None,
         environ: Mapping[str, str] | None = None,
+        authoriser: Authoriser | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -116,6 +125,8 @@ class WorkflowRunner:
         self.environ = dict(os.environ if environ is None else environ)
         self.approval_gates = list(approval_gates)
         self.agent_runtime = agent_runtime
+        # Without one given, the rules still hold (for the OS user): never silently unenforced.
+        self.authoriser = authoriser or Authoriser(settings.auth.authorization, bus=bus)
         self.artifacts = ArtifactPublisher(storage, store.root) if storage is not None else None
 
     # -- loading ---------------------------------------------------------------------------
@@ -156,6 +167,10 @@ class WorkflowRunner:
         workspace = (options.workspace or Path.cwd()).resolve()
         if not workspace.is_dir():
             raise WorkflowError(f"workspace {workspace} is not a directory", hint="--workspace DIR")
+        # Who runs it, and may they: before anything is recorded (a refused run leaves no trace
+        # but its auth.decision events in the audit trail).
+        identity = self.authoriser.authenticate()
+        self._authorise(identity, "workflow.run", workflow, run_id, options, identity, set())
         state = RunState(
             run_id=run_id,
             workflow={
@@ -173,6 +188,7 @@ class WorkflowRunner:
                 p.step.id: {"status": "pending", "type": p.step.type}
                 for p in plan_workflow(workflow)
             },
+            started_by=identity_record(identity),
         )
         recorder = self.store.create(state)
         return _Execution(self, workflow, recorder, options, keep=set()).drive()
@@ -210,6 +226,21 @@ class WorkflowRunner:
                 f"no step {from_step!r} in the workflow",
                 hint=f"steps: {', '.join(order)}",
             )
+        # Authorised before the run is touched: a refusal leaves it as it was.
+        done = {
+            step_id
+            for step_id, info in state.steps.items()
+            if info.get("status") == "succeeded" and from_step is None
+        }
+        self._authorise(
+            self.authoriser.authenticate(),
+            "workflow.resume",
+            workflow,
+            run_id,
+            options,
+            identity_from_record(state.started_by),
+            done,
+        )
         recorder = self.store.open(run_id)
         # Leftovers of a driver that died with steps running end before anything re-runs.
         kill_cookie(run_cookie(recorder.directory))
@@ -235,6 +266,34 @@ class WorkflowRunner:
             recorder.state.steps.setdefault(step_id, {"status": "pending"})
         options.workspace = Path(recorder.state.workspace)
         return _Execution(self, workflow, recorder, options, keep=keep, resumed=True).drive()
+
+    def _authorise(
+        self,
+        identity: Identity,
+        action: str,
+        workflow: Workflow,
+        run_id: str,
+        options: RunOptions,
+        started_by: Identity | None,
+        done: set[str],
+    ) -> None:
+        """May ``identity`` run the workflow and its steps' policies, and give ``--approve``?"""
+        authorise_workflow(
+            self.authoriser, identity, action, workflow, run_id=run_id, policy=self.policy
+        )
+        approval = options.approval
+        if approval is None or approval.verdict != "approved":
+            return
+        # The approval is checked here, not when apply_diff uses it, so that a refusal stops
+        # the run before anything runs (exit 6) and the step stays awaiting approval.
+        steps = [
+            s.id
+            for s in workflow.all_steps()
+            if s.type == "apply_diff" and s.raw.get("approve") is not True and s.id not in done
+        ]
+        authorise_approval(
+            self.authoriser, approval, started_by=started_by, run_id=run_id, steps=steps
+        )
 
     def cancel(self, run_id: str) -> str:
         """Ask a running run to stop; finalise a run whose driver is gone. Returns what happened."""
@@ -408,6 +467,12 @@ class _Execution:
         self.timed_out = False
         self.paused: str | None = None  # the step awaiting approval, once one is
         self._last_cancel_check = 0.0
+        # Steps' artifacts go to a remote backend in the background as each step finishes.
+        self.uploads = (
+            StepUploads(runner.artifacts, self.run_id, self._artifacts_failed)
+            if runner.artifacts is not None and not runner.artifacts.in_place
+            else None
+        )
         # The step types as registered when the run started: a plugin reloaded mid-run keeps
         # serving this run with the version it started with (each type's lease holds it).
         self.step_types = {
@@ -455,6 +520,8 @@ class _Execution:
                 self.recorder.snapshot()
             raise
         finally:
+            if self.uploads is not None:  # interrupted: what is still queued stays local
+                self.uploads.abandon()
             leases.close()
             kill_cookie(run_cookie(self.recorder.directory))
             self.runner.bus.unsubscribe("*", subscription)
@@ -525,8 +592,8 @@ class _Execution:
         self.recorder.record("run", None, status=status, finished_at=utcnow(), error=error)
         self.recorder.snapshot()
         write_junit(self.recorder.directory / "junit.xml", self.workflow, self.recorder.state)
-        if self.runner.artifacts is not None:
-            self.runner.artifacts.publish_run(self.run_id)
+        if self.uploads is not None:
+            self.uploads.wait()  # every step's artifacts are stored before the run ends
         self.publish(
             f"workflow.{'completed' if status in ('succeeded', 'awaiting_approval') else status}",
             {
@@ -536,7 +603,36 @@ class _Execution:
                 "failed_steps": failed,
             },
         )
+        self._store_run(status)
         return RunResult(self.recorder.state, int(code))
+
+    def _store_run(self, status: str) -> None:
+        """The run's own files to a remote backend, after its last event so that they hold it:
+        the run is archived when it has ended (``storage.archive_on_completion``); otherwise (a
+        run awaiting approval goes on later) they are copied. A failure never fails the run."""
+        artifacts = self.runner.artifacts
+        if artifacts is None or artifacts.in_place:
+            return
+        archive = status in TERMINAL_RUN and self.settings.storage.archive_on_completion
+        try:
+            if not archive:
+                artifacts.publish_run(self.run_id)
+                return
+            result = artifacts.archive(self.run_id, status=status)
+        except Exception as exc:  # noqa: BLE001 - the run has ended; storing it must not fail it
+            if isinstance(exc, BcceError):
+                message = exc.message
+            else:
+                log.opt(exception=True).error("storing run {} failed", self.run_id)
+                message = f"internal error: {type(exc).__name__}: {exc}"
+            log.warning("run {} not stored: {}", self.run_id, message)
+            if archive:
+                self.publish("storage.archive_failed", {"error": message})
+            else:
+                self.publish("artifacts.failed", {"step": None, "error": message})
+            return
+        if result is not None:
+            self.publish("storage.archived", archived_payload(result))
 
     # -- events -----------------------------------------------------------------------------
     def publish(self, event_type: str, payload: Mapping[str, Any]) -> None:
@@ -827,6 +923,8 @@ class _Execution:
             approval_gates=self.runner.approval_gates,
             agent_runtime=self.runner.agent_runtime,
             budget=self.budgets.for_step(step, attempt),
+            authoriser=self.runner.authoriser,
+            started_by=identity_from_record(self.recorder.state.started_by),
         )
         try:
             result: StepResult = executor.execute(context)
@@ -933,14 +1031,12 @@ class _Execution:
         )
 
     def _publish_artifacts(self, step_id: str) -> None:
-        if self.runner.artifacts is None:
-            return
-        try:
-            self.runner.artifacts.publish_step(self.run_id, step_id)
-        except BcceError as exc:
-            # The local copy is intact and the run goes on; the failure is visible.
-            log.warning("artifacts of step {} not stored: {}", step_id, exc.message)
-            self.publish("artifacts.failed", {"step": step_id, "error": exc.message})
+        if self.uploads is not None:
+            self.uploads.submit(step_id)
+
+    def _artifacts_failed(self, step_id: str, message: str) -> None:
+        # The local copy is intact and the run goes on; the failure is visible.
+        self.publish("artifacts.failed", {"step": step_id, "error": message})
 
     def _run_control(self, step: Step, scope: _Scope) -> None:
         started = time.monotonic()

@@ -56,6 +56,9 @@ class RunState:
     error: str | None = None
     resumes: int = 0
     journal_seq: int = 0  # how many journal records the snapshot includes
+    #: Who started the run, as authenticated: ``{"user", "groups", "provider"}`` (four-eyes
+    #: approval compares approvers with it). None in runs recorded before bcce kept it.
+    started_by: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,7 @@ class RunState:
             "error": self.error,
             "resumes": self.resumes,
             "journal_seq": self.journal_seq,
+            "started_by": self.started_by,
         }
 
     @classmethod
@@ -94,6 +98,7 @@ class RunState:
             error=data.get("error"),
             resumes=int(data.get("resumes", 0)),
             journal_seq=int(data.get("journal_seq", 0)),
+            started_by=dict(data["started_by"]) if data.get("started_by") else None,
         )
 
     def apply(self, record: Mapping[str, Any]) -> None:

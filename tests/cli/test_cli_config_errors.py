@@ -57,7 +57,7 @@ def test_an_unknown_key_names_its_file_line_and_the_allowed_keys(tmp_path: Path)
 
     _assert_invalid(result)
     assert f"{path}:3:10: storage.rooot: unknown key" in result.stderr
-    assert "hint: allowed keys here: backend, root" in result.stderr
+    assert "hint: allowed keys here: archive_on_completion, backend, root, s3" in result.stderr
 
 
 def test_an_unknown_section_lists_the_sections(tmp_path: Path) -> None:
@@ -103,13 +103,13 @@ def test_a_value_outside_a_fixed_set_lists_the_allowed_values(tmp_path: Path) ->
 
 
 def test_an_unknown_selector_choice_lists_the_allowed_values(tmp_path: Path) -> None:
-    path = _config(tmp_path, "auth:\n  provider: ldap\n")
+    path = _config(tmp_path, "auth:\n  provider: kerberos\n")
 
     result = _bcce("--config", str(path), "config", "validate")
 
     _assert_invalid(result)
-    assert f"{path}:2:13: auth.provider: unknown choice 'ldap'" in result.stderr
-    assert "hint: allowed values: local" in result.stderr
+    assert f"{path}:2:13: auth.provider: unknown choice 'kerberos'" in result.stderr
+    assert "hint: allowed values: cognito-oidc, identity-center, ldap, local" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -178,13 +178,13 @@ def test_the_env_option_names_an_unknown_environment() -> None:
 
 
 def test_with_log_level_debug_the_traceback_is_shown(tmp_path: Path) -> None:
-    path = _config(tmp_path, "auth:\n  provider: ldap\n")
+    path = _config(tmp_path, "auth:\n  provider: kerberos\n")
 
     result = _bcce("--log-level", "debug", "--config", str(path), "config", "validate")
 
     assert result.exit_code == ExitCode.INVALID
     assert "Traceback (most recent call last)" in result.stderr
-    assert "unknown choice 'ldap'" in result.stderr.splitlines()[-2]
+    assert "unknown choice 'kerberos'" in result.stderr.splitlines()[-2]
 
 
 def test_doctor_reports_invalid_configuration_as_a_failed_check_and_exits_3(
@@ -197,4 +197,4 @@ def test_doctor_reports_invalid_configuration_as_a_failed_check_and_exits_3(
     assert result.exit_code == ExitCode.INVALID, result.output
     assert "Traceback" not in result.output
     assert f"Configuration: {path}:2:10: storage.rooot: unknown key" in result.stdout
-    assert "fix: allowed keys here: backend, root" in result.stdout
+    assert "fix: allowed keys here: archive_on_completion, backend, root, s3" in result.stdout

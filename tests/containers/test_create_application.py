@@ -93,7 +93,7 @@ def test_an_unknown_selector_choice_fails_at_start_up_with_the_allowed_values(
 
     assert caught.value.key == "storage.backend"
     assert caught.value.location == f"{path}:2:12"
-    assert caught.value.hint == "allowed values: local"
+    assert caught.value.hint == "allowed values: local, s3"
 
 
 def test_selector_points_name_every_selector_in_the_tree(bcce_app: Application) -> None:

@@ -468,6 +468,20 @@ def test_search_filters_by_run(trail_file: Path) -> None:
     assert [r["seq"] for r in found] == [3, 5, 6]
 
 
+def test_search_by_run_finds_records_about_the_run_too(trail_file: Path) -> None:
+    trail = AuditTrail(trail_file, key=KEY, identity=lambda: Identity("ana"))
+    trail.record("auth.decision", {"action": "workflow.run", "allowed": True, "run_id": "r-1"})
+    trail.record("auth.decision", {"action": "workflow.run", "allowed": True, "run_id": "r-2"})
+    trail.record("step.completed", {"step": "a"}, run_id="r-1")
+
+    found = search(trail_file, run_id="r-1")
+
+    assert [(r["type"], r["run_id"]) for r in found] == [
+        ("auth.decision", None),
+        ("step.completed", "r-1"),
+    ]
+
+
 def test_search_filters_by_user(trail_file: Path) -> None:
     write_trail(trail_file, ["r-a"])
     other = AuditTrail(trail_file, key=KEY, identity=lambda: Identity("bob"))
@@ -763,7 +777,10 @@ def test_a_run_records_its_events_and_policy_decisions(
     assert verify(trail_file, key=KEY, run_id="r-denied").intact
     records = search(trail_file, run_id="r-denied")
     types = [r["type"] for r in records]
-    assert types[0] == "workflow.started"
+    # Authorised first (records about the run, before it exists), then the run's own events.
+    start = types.index("workflow.started")
+    assert start > 0 and set(types[:start]) == {"auth.decision"}
+    assert "auth.decision" not in types[start:]
     assert {"step.started", "step.completed", "step.failed"} <= set(types)
     decisions = {
         r["step"]: (r["payload"]["allowed"], r["payload"]["rule"])

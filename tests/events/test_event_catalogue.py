@@ -54,8 +54,12 @@ CMD_AND_PLUGIN_EVENTS = {
     "plugin.failed",
     "plugin.health",
     "events.subscriber_failed",
+    "auth.decision",
+    # The runs keep their state in tmp_path/runs and storage.root is elsewhere: archived there.
+    "storage.archived",
 }
 AGENT_EVENTS = {
+    "auth.decision",
     "workflow.started",
     "workflow.phase",
     "workflow.completed",
@@ -73,11 +77,18 @@ AGENT_EVENTS = {
     "budget.exceeded",
     "approval.pending",
     "approval.approved",
+    "storage.archived",
 }
 BUS_EVENTS = {"events.subscriber_failed", "events.subscriber_slow"}
 #: Published only where a test would need a broken storage backend, a crashed plugin worker
-#: or a second approval round: checked by their declared fields only.
-NOT_DRIVEN = {"artifacts.failed", "approval.rejected", "plugin.restarted"}
+#: or a second approval round: checked by their declared fields only (tests/storage checks
+#: real storage.archive_failed events against the catalogue).
+NOT_DRIVEN = {
+    "artifacts.failed",
+    "approval.rejected",
+    "plugin.restarted",
+    "storage.archive_failed",
+}
 
 
 def _problems(events: list[Event]) -> list[str]:

@@ -4,6 +4,7 @@ import pytest
 
 from bcce.errors import PluginError
 from bcce.plugin.permissions import (
+    NETWORK_KINDS,
     Permission,
     PermissionSet,
     effective,
@@ -109,3 +110,49 @@ def test_explain_denial_names_the_permission_and_target() -> None:
 def test_to_list_round_trips_through_parse() -> None:
     held = parse_permissions(["process:spawn", {"permission": "env:read", "scope": ["A"]}])
     assert parse_permissions(held.to_list()) == held
+
+
+# -- network:ldap ------------------------------------------------------------------------------
+def test_network_ldap_is_a_network_kind_scoped_by_host_patterns() -> None:
+    held = parse_permissions([{"permission": "network:ldap", "scope": ["*.corp.example.org"]}])
+    assert "network:ldap" in NETWORK_KINDS
+    assert held.allows("network:ldap", "dc1.CORP.Example.org")
+    assert not held.allows("network:ldap", "corp.example.org.evil.com")
+
+
+def test_network_ldap_scope_must_be_non_empty_host_patterns() -> None:
+    with pytest.raises(PluginError, match="a host pattern"):
+        parse_permissions([{"permission": "network:ldap", "scope": [""]}])
+
+
+def test_network_ldap_intersects_to_the_narrower_hosts() -> None:
+    declared = parse_permissions(["network:ldap"])
+    granted = parse_permissions([{"permission": "network:ldap", "scope": ["ldap.example.org"]}])
+    result = effective(declared, granted)
+    assert result.get("network:ldap") == Permission("network:ldap", ("ldap.example.org",))
+
+
+def test_another_network_kind_granted_does_not_give_network_ldap() -> None:
+    declared = parse_permissions(["network:ldap"])
+    granted = parse_permissions(["network:https", "network:http"])
+    assert len(effective(declared, granted)) == 0
+
+
+def test_network_ldap_is_accepted_by_the_manifest_schema() -> None:
+    from bcce.plugin.schema import is_valid_manifest, manifest_validator
+
+    manifest = {
+        "name": "acme-ldap",
+        "version": "1.0.0",
+        "type": "auth",
+        "entryPoint": "plugin.py",
+        "permissions": ["network:ldap", {"permission": "network:ldap", "scope": ["ldap.acme"]}],
+    }
+    assert list(manifest_validator().iter_errors(manifest)) == []
+    assert is_valid_manifest(manifest)
+
+
+def test_explain_denial_names_every_kind_that_would_do() -> None:
+    message = explain_denial(NETWORK_KINDS, "10.0.0.7")
+    assert "'network:http', 'network:https' or 'network:ldap' for '10.0.0.7'" in message
+    assert "'network:ldap' for 'h'" in explain_denial(["network:ldap"], "h")

@@ -158,6 +158,28 @@ def test_env_values_written_as_json_become_lists(bcce_layer_options: LayerOption
     assert load_settings(options).plugins.disabled == ["a", "b"]
 
 
+def test_bcce_variables_of_no_settings_section_are_left_to_whoever_reads_them(
+    bcce_layer_options: LayerOptions,
+) -> None:
+    # A plugin's env:read variables (BCCE_LDAP_*) and the OIDC token are not settings.
+    environ = {"BCCE_LDAP_PASSWORD": "s3cret", "BCCE_ID_TOKEN": "eyJ...", "BCCE_ENV_X": "1"}
+    options = replace(bcce_layer_options, environ=environ)
+
+    settings = load_settings(options)
+
+    assert settings.provenance.origin_of(("ldap_password",)) is None
+
+
+@pytest.mark.parametrize("name", ["BCCE_STORAGE_ROOT", "BCCE_NOPE__X", "BCCE_CORE_LOG_LEVEL"])
+def test_a_bcce_variable_naming_a_section_or_nesting_keys_must_be_a_known_key(
+    bcce_layer_options: LayerOptions, name: str
+) -> None:
+    options = replace(bcce_layer_options, environ={name: "x"})
+
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_settings(options)
+
+
 def test_decode_value_keeps_text_that_only_looks_like_json() -> None:
     assert decode_value("[not json") == "[not json"
     assert decode_value("plain") == "plain"

@@ -1,0 +1,1 @@
+"""bcce's first-party ``ldap`` plugin: the ``ldap`` choice of ``auth.provider``."""

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bcce.auth.provider import Identity
 from bcce.core.log import get_logger
-from bcce.errors import NotAuthorised
+from bcce.errors import AuthenticationFailed, NotAuthorised
 
 if TYPE_CHECKING:
     from bcce.auth.provider import AuthenticationProvider
@@ -121,8 +121,9 @@ class Decision:
         setting = _SETTING.get(self.action, SETTINGS_KEY)
         if self.rule == RULE_FOUR_EYES:
             hint = (
-                "four-eyes approval: someone other than the person who started the run "
-                "approves (`bcce workflow resume RUN_ID --approve` as them)"
+                "four-eyes approval: start the run without --approve; someone other than "
+                "the person who started it approves it (`bcce workflow resume RUN_ID "
+                "--approve` as them)"
             )
         else:
             hint = f"an administrator can allow it in {setting}{_HOW[self.action]}"
@@ -157,12 +158,22 @@ class Authoriser:
         return self.settings.enabled
 
     def authenticate(self) -> Identity:
-        """Who is running bcce, from the configured provider (the OS user without one)."""
-        if self._authenticator is None:
-            from bcce.auth.provider import LocalAuthProvider
+        """Who is running bcce, from the configured provider (the OS user without one).
 
-            return LocalAuthProvider().authenticate()
-        return self._authenticator().authenticate()
+        A failed login is published as ``auth.failed`` (so the audit trail records it) and
+        raised: :class:`~bcce.errors.AuthenticationFailed`, exit 6.
+        """
+        from bcce.auth.provider import LocalAuthProvider
+
+        provider = LocalAuthProvider() if self._authenticator is None else self._authenticator()
+        try:
+            return provider.authenticate()
+        except AuthenticationFailed as exc:
+            from bcce.events.bus import Event
+
+            name = str(getattr(provider, "name", type(provider).__name__))
+            self.bus.publish(Event("auth.failed", {"provider": name, "error": exc.message}))
+            raise
 
     def check(self, identity: Identity, action: str, subject: str, **details: Any) -> Decision:
         """:meth:`decide`, raising :class:`NotAuthorised` (exit 6) when it refuses."""
@@ -255,7 +266,8 @@ class Authoriser:
         why = "; ".join(looser)
         if preset is not None and beyond_preset:
             why += f" (and looser than its preset {preset!r}: {'; '.join(beyond_preset)})"
-        return False, RULE_NONE, f"looser than policy.default: {why}"
+        # Each reason names what it is looser than (policy.default, policy.cmd_allowlist).
+        return False, RULE_NONE, f"looser than allowed without a rule: {why}"
 
     def _publish(self, decision: Decision) -> None:
         from bcce.events.bus import Event

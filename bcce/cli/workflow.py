@@ -115,7 +115,7 @@ def run(
         return
     run_id = run_id or app.core.ids().run_id()
     options = RunOptions(variables=parsed, run_id=run_id, workspace=workspace)
-    _approvals(options, approve, reject, as_json)
+    _approvals(runner, options, approve, reject, as_json)
     result = _drive(runner, run_id, as_json, options, lambda: runner.run(file, options))
     sys.exit(result.exit_code)
 
@@ -142,7 +142,7 @@ def resume(
 
     runner = get_app().workflow.runner()
     options = RunOptions(variables=_parse_vars(variables))
-    _approvals(options, approve, reject, as_json)
+    _approvals(runner, options, approve, reject, as_json)
     result = _drive(
         runner,
         run_id,
@@ -460,7 +460,9 @@ def _archive_note(archived: ArchivedRun, state_dir: Path) -> dict[str, Any]:
     }
 
 
-def _approvals(options: RunOptions, approve: bool, reject: bool, as_json: bool) -> None:
+def _approvals(
+    runner: WorkflowRunner, options: RunOptions, approve: bool, reject: bool, as_json: bool
+) -> None:
     """``--approve``/``--reject``, else a person at the terminal when there is one.
 
     Either carries the authenticated identity: authorisation checks who approves by it.
@@ -469,7 +471,7 @@ def _approvals(options: RunOptions, approve: bool, reject: bool, as_json: bool) 
 
     if approve and reject:
         raise click.UsageError("--approve and --reject exclude each other")
-    identity = get_app().auth.authenticator().authenticate()
+    identity = runner.authoriser.authenticate()  # a failed login is audited (auth.failed)
     if approve or reject:
         verdict = Verdict.APPROVED if approve else Verdict.REJECTED
         options.approval = Approval(verdict, identity.user, "command line", identity=identity)

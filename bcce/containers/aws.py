@@ -21,4 +21,3 @@ class AwsContainer(containers.DeclarativeContainer):
     events = providers.Singleton(create_client, session, settings, "events")
     cloudwatch = providers.Singleton(create_client, session, settings, "cloudwatch")
     identitystore = providers.Singleton(create_client, session, settings, "identitystore")
-    kms = providers.Singleton(create_client, session, settings, "kms")

@@ -508,6 +508,17 @@ CATALOGUE: tuple[EventSpec, ...] = (
     ),
     # -- auth.* ---------------------------------------------------------------------------
     EventSpec(
+        "auth.failed",
+        "A login failed: the configured auth provider could not authenticate who is running "
+        "bcce (the command exits 6). Not a run's event: no run is recorded.",
+        AUTHZ,
+        (
+            _f("provider", "str", "the auth provider (`auth.provider`)"),
+            _f("error", "str", "why, as the command reports it (never a password or token)"),
+        ),
+        in_run=False,
+    ),
+    EventSpec(
         "auth.decision",
         "An authorisation decision (`auth.authorization`), allowed or refused; with "
         "authorisation disabled every action is allowed by rule `authorization disabled`. "

@@ -84,6 +84,7 @@ BUS_EVENTS = {"events.subscriber_failed", "events.subscriber_slow"}
 #: or a second approval round: checked by their declared fields only (tests/storage checks
 #: real storage.archive_failed events against the catalogue).
 NOT_DRIVEN = {
+    "auth.failed",  # a failed login: tests/workflow/test_authorisation_runs.py
     "artifacts.failed",
     "approval.rejected",
     "plugin.restarted",

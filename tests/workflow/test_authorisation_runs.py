@@ -347,3 +347,27 @@ def test_disabled_authorisation_allows_everything_and_still_audits(
         ("workflow.run", "eve", "authorization disabled"),
         ("policy.use", "eve", "authorization disabled"),
     ]
+
+
+class RefusingAuth:
+    name = "fake-sso"
+
+    def authenticate(self) -> Identity:
+        from bcce.errors import AuthenticationFailed
+
+        raise AuthenticationFailed("the token expired at 09:00", hint="sign in again")
+
+
+def test_a_failed_login_exits_6_records_no_run_and_is_in_the_audit_trail(
+    app_as: AppAs, nightly: Path, tmp_path: Path, runs_dir: Path
+) -> None:
+    app = app_as(ANA, enabled=False)
+    app.auth.authenticator.override(providers.Object(RefusingAuth()))
+
+    result = run(app, nightly, tmp_path)
+
+    assert result.exit_code == ExitCode.NOT_AUTHORISED
+    assert "the token expired at 09:00" in result.output
+    assert not (runs_dir / "run-1").exists()
+    (failed,) = search(runs_dir / "audit.jsonl", types=["auth.failed"])
+    assert failed["payload"] == {"provider": "fake-sso", "error": "the token expired at 09:00"}

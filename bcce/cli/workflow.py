@@ -284,7 +284,7 @@ def artifacts(
     run_id: str, step: str | None, name: str | None, output: str | None, as_json: bool
 ) -> None:
     """List a run's artifacts with their sizes, from the storage backend; or get one."""
-    from bcce.core.durable import atomic_write_bytes
+    from bcce.core.durable import atomic_writer
     from bcce.errors import UsageError
     from bcce.workflow.artifacts import get_artifact, list_artifacts
     from bcce.workflow.report.text import size
@@ -315,9 +315,10 @@ def artifacts(
         raise UsageError(
             "--json lists artifacts; --get writes one's content", hint="drop one of them"
         )
-    data = get_artifact(backend, store, run_id, name, step=step)
     if output is None or output == "-":
-        click.echo(data, nl=False)
+        stdout = sys.stdout.buffer
+        get_artifact(backend, store, run_id, name, into=stdout, step=step)
+        stdout.flush()
         return
     target = Path(output)
     if target.is_dir():
@@ -325,8 +326,9 @@ def artifacts(
             f"--output {target} is a directory",
             hint=f"name a file, e.g. {target / Path(name).name}",
         )
-    atomic_write_bytes(target, data)
-    click.echo(f"{target} ({size(len(data))})")
+    with atomic_writer(target) as handle:
+        written = get_artifact(backend, store, run_id, name, into=handle, step=step)
+    click.echo(f"{target} ({size(written.size)})")
 
 
 @workflow.command()
@@ -383,7 +385,8 @@ def archive(run_id: str, as_json: bool) -> None:
     "older_than",
     required=True,
     metavar="AGE",
-    help="Remove runs that finished before then: an age (30d, 12h, 2w) or a date.",
+    help="Remove runs that finished, and cached archive copies last used, before then: "
+    "an age (30d, 12h, 2w) or a date.",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
 @click.option(
@@ -396,7 +399,8 @@ def prune(older_than: str, dry_run: bool, include_unarchived: bool, as_json: boo
     """Delete local run directories of runs that finished before a cutoff.
 
     Never a run that is running, interrupted, awaiting approval or driven by a process; with a
-    remote storage backend, only runs archived there (unless --include-unarchived).
+    remote storage backend, only runs archived there (unless --include-unarchived). Copies of
+    archived runs read back into the state directory go when unused since the cutoff.
     """
     from bcce.core.when import parse_when
     from bcce.workflow.report.text import size
@@ -425,8 +429,16 @@ def prune(older_than: str, dry_run: bool, include_unarchived: bool, as_json: boo
             f"{'kept':<12} {decision.run_id:<28} {_padded(decision.status, 20)} "
             f"{'':>9}  {decision.reason}"
         )
+    for copy in report.cached:
+        click.echo(
+            f"{verb:<12} {copy.run_id:<28} {'cached copy':<20} {size(copy.bytes):>9}  {copy.reason}"
+        )
     freed = size(sum(d.bytes for d in report.removed))
     summary = f"{len(report.removed)} {verb} ({freed}), {len(report.kept)} kept"
+    if report.cached:
+        copies = "copy" if len(report.cached) == 1 else "copies"
+        cached = size(sum(c.bytes for c in report.cached))
+        summary += f"; {verb} {len(report.cached)} cached archive {copies} ({cached})"
     click.echo(summary + (" — dry run: nothing was deleted" if dry_run else ""))
 
 

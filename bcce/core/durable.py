@@ -2,10 +2,11 @@
 
 A ``kill -9`` (or power loss) at any instant must leave a readable run:
 
-- :func:`atomic_write_bytes` / :func:`atomic_write_json` write a temporary file in the same
-  directory, fsync it, ``os.replace`` it over the target and fsync the directory, so a reader sees
-  either the old or the new content, never a mix. Any failure (a full disk included) removes the
-  temporary file and leaves the previous content intact.
+- :func:`atomic_write_bytes` / :func:`atomic_write_json` (and :func:`atomic_writer`, for
+  content streamed in) write a temporary file in the same directory, fsync it, ``os.replace`` it
+  over the target and fsync the directory, so a reader sees either the old or the new content,
+  never a mix. Any failure (a full disk included) removes the temporary file and leaves the
+  previous content intact.
 - :class:`Journal` is an append-only JSON-lines file. Each line is ``<crc32 as 8 hex digits>
   <json>`` where the JSON is ``{"rec": {...}, "seq": n}``; one ``write()`` per record on an
   ``O_APPEND`` descriptor. A crash can only tear the last line; that is ignored and reported, while
@@ -29,10 +30,11 @@ import socket
 import stat
 import threading
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from bcce.errors import StorageError
 
@@ -121,6 +123,40 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        temp.replace(path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        if isinstance(exc, OSError):
+            raise _error("write the file", path, exc) from exc
+        raise
+    if fsync:
+        try:
+            _fsync_directory(path.parent)
+        except OSError as exc:
+            raise _error("make the rename durable", path, exc) from exc
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, *, fsync: bool = True) -> Iterator[BinaryIO]:
+    """A binary file to stream content into that replaces ``path`` when the block ends cleanly.
+
+    As :func:`atomic_write_bytes` for content too large to hold in memory: readers see the old
+    file until the block ends, then the new one; an exception in the block (or a failed write)
+    removes the temporary file and leaves ``path`` as it was.
+    """
+    try:
+        fd, temp = _create_temp(path)
+    except OSError as exc:
+        raise _error("create a temporary file", path, exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            with contextlib.suppress(FileNotFoundError):
+                os.fchmod(fd, stat.S_IMODE(path.stat().st_mode))
+            yield handle
+            handle.flush()
+            if fsync:
+                os.fsync(fd)
         temp.replace(path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -534,6 +570,7 @@ __all__ = [
     "TornTail",
     "atomic_write_bytes",
     "atomic_write_json",
+    "atomic_writer",
     "read_json",
     "remove_temp_files",
 ]

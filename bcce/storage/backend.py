@@ -28,6 +28,9 @@ from bcce.storage.archive import (
     sha256_file,
 )
 
+#: Bytes read at a time when a file is copied in or out of a backend.
+COPY_CHUNK = 1024 * 1024
+
 
 class StorageBackend(ABC):
     """Where run artifacts and reports live."""
@@ -67,6 +70,12 @@ class StorageBackend(ABC):
                 f"cannot read {path}: {exc.strerror or exc}", location=str(path)
             ) from exc
         self.store(key, data)
+
+    def retrieve_into(self, key: str, handle: BinaryIO) -> None:
+        """Write what ``key`` holds into the binary file or pipe ``handle``, from its position.
+        Backends that can stream override this, so an artifact of any size reaches a file
+        without being held in memory."""
+        handle.write(self.retrieve(key))
 
     def list_sizes(self, prefix: str = "") -> dict[str, int]:
         """The keys under ``prefix`` (as :meth:`list`) with their sizes in bytes."""
@@ -169,16 +178,29 @@ class LocalStorageBackend(StorageBackend):
         target = self.path_of(key)
         try:
             return target.read_bytes()
-        except FileNotFoundError:
-            raise StorageError(f"no artifact {key}", location=str(target)) from None
-        except IsADirectoryError:
-            raise StorageError(
+        except OSError as exc:
+            raise self._read_error(key, target, exc) from exc
+
+    def retrieve_into(self, key: str, handle: BinaryIO) -> None:
+        target = self.path_of(key)
+        try:
+            source = target.open("rb")
+        except OSError as exc:
+            raise self._read_error(key, target, exc) from exc
+        with source:
+            shutil.copyfileobj(source, handle, COPY_CHUNK)
+
+    @staticmethod
+    def _read_error(key: str, target: Path, exc: OSError) -> StorageError:
+        if isinstance(exc, FileNotFoundError):
+            return StorageError(f"no artifact {key}", location=str(target))
+        if isinstance(exc, IsADirectoryError):
+            return StorageError(
                 f"{key} is a folder, not an artifact",
                 location=str(target),
                 hint="name a file in it",
-            ) from None
-        except OSError as exc:
-            raise StorageError(f"cannot read {key}: {exc.strerror or exc}") from exc
+            )
+        return StorageError(f"cannot read {key}: {exc.strerror or exc}", location=str(target))
 
     def delete(self, key: str) -> None:
         target = self.path_of(key)

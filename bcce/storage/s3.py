@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from bcce.core.log import get_logger
 from bcce.errors import ConfigError, StorageError
@@ -239,6 +239,34 @@ class S3StorageBackend(StorageBackend):
 
         return self._transfer(get, "read", key)
 
+    def retrieve_into(self, key: str, handle: BinaryIO) -> None:
+        """Stream ``key`` into ``handle``, never the whole object in memory.
+
+        Into a new (empty) file, ranged parts are downloaded in parallel above the multipart
+        threshold and written at their offsets, and a download that fails transiently is tried
+        again from the start of the file. Anywhere else (a pipe; a file with content before) it
+        is written in order, with only each request's own retries: what was written cannot be
+        taken back.
+        """
+        full = self._key(key)
+        config = self._transfer_config()
+        if not handle.seekable() or handle.tell() != 0:
+            sink = _InOrder(handle)
+            try:
+                self.client.download_fileobj(self.bucket, full, sink, Config=config)
+            except Exception as exc:
+                if not _is_aws_error(exc):
+                    raise
+                raise self._error(exc, "read", key) from exc
+            return
+
+        def download() -> None:
+            handle.seek(0)  # a whole retry starts the file over
+            handle.truncate()
+            self.client.download_fileobj(self.bucket, full, handle, Config=config)
+
+        self._transfer(download, "read", key)
+
     def delete(self, key: str) -> None:
         """Delete ``key`` and every key under ``key/`` (DeleteObjects: 1000 keys a call)."""
         keys = [self._key(k) for k in self.list(key)]
@@ -388,14 +416,11 @@ class S3StorageBackend(StorageBackend):
                 except OSError as exc:
                     raise local_error(exc, target) from exc
         else:
-            full = self._key(key)
-            self._transfer(
-                lambda: self.client.download_file(
-                    self.bucket, full, str(target), Config=self._transfer_config()
-                ),
-                "download",
-                key,
-            )
+            try:
+                with target.open("wb") as handle:
+                    self.retrieve_into(key, handle)
+            except OSError as exc:
+                raise local_error(exc, target) from exc
             size, digest = target.stat().st_size, sha256_file(target)
         if (size, digest) != (entry.size, entry.sha256):
             raise mismatch(run_id, entry, size, digest, self.location(key))
@@ -626,6 +651,13 @@ def _describe(exc: BaseException) -> str:
         message = detail.get("Message") or ""
         return f"{code}: {message}" if message else str(code)
     return f"{type(exc).__name__}: {exc}"
+
+
+class _InOrder:
+    """Only ``write``: boto3 then writes the parts of a download in order (it seeks otherwise)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.write = handle.write
 
 
 def _transient(exc: BaseException) -> bool:

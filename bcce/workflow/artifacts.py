@@ -5,17 +5,23 @@ the run state). When the storage backend is somewhere else, each step's files ar
 the step finishes (in the background: :class:`StepUploads`), and the run is archived when it
 completes: every file of the run directory, then the manifest that seals the archive
 (:mod:`bcce.storage.archive`). A run whose directory is gone can be read back from its archive
-into ``<state_dir>/.archived/<run_id>`` (:func:`locate_run`).
+into ``<state_dir>/.archived/<run_id>`` (:func:`locate_run`). Reading a copy back sets its
+directory's modification time, by which ``bcce workflow prune`` tells copies in use from stale
+ones, and holds the cache's lock shared (:func:`reading_cache`) so that a prune, which takes it
+exclusively (:func:`claiming_cache`), never removes a copy while it is checked or fetched.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
-from collections.abc import Callable
+import fcntl
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from bcce.core.log import get_logger
 from bcce.errors import BcceError, StorageError, UsageError
@@ -30,6 +36,9 @@ log = get_logger("workflow")
 RUN_FILES = ("run.json", "journal.jsonl", "events.jsonl", "junit.xml")
 #: Where archived runs are read back to, under the state directory.
 ARCHIVE_CACHE = ".archived"
+#: The cache's lock file in ``ARCHIVE_CACHE``: shared while a copy is read back, exclusive
+#: while ``bcce workflow prune`` takes stale copies away.
+CACHE_LOCK = ".lock"
 #: Step uploads in flight at once.
 UPLOAD_WORKERS = 2
 
@@ -190,10 +199,64 @@ def read_back(backend: StorageBackend, state_dir: Path, run_id: str) -> Archived
         return None
     directory = cache_dir(state_dir, run_id)
     location = manifest.location or backend.location(run_id)
-    if _cached(directory, manifest):
-        return ArchivedRun(run_id, directory, location, manifest, fetched=False)
-    manifest = backend.fetch_run(run_id, directory)
+    with reading_cache(state_dir):
+        if _cached(directory, manifest):
+            _used(directory)
+            return ArchivedRun(run_id, directory, location, manifest, fetched=False)
+        manifest = backend.fetch_run(run_id, directory)
+        _used(directory)  # a backend's fetch may keep the archive's times
     return ArchivedRun(run_id, directory, location, manifest, fetched=True)
+
+
+@contextlib.contextmanager
+def reading_cache(state_dir: Path) -> Iterator[None]:
+    """Hold the read-back cache's lock shared, waiting out a prune's brief exclusive hold.
+
+    Best effort: without a lock file (a read-only state directory) the copy is read anyway.
+    """
+    fd = _open_cache_lock(state_dir)
+    if fd is None:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def claiming_cache(state_dir: Path) -> Iterator[bool]:
+    """Hold the read-back cache's lock exclusively if no process is reading a copy back;
+    yields whether it is held (never waits)."""
+    fd = _open_cache_lock(state_dir)
+    if fd is None:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)
+
+
+def _open_cache_lock(state_dir: Path) -> int | None:
+    cache = state_dir / ARCHIVE_CACHE
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        return os.open(cache / CACHE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError:
+        return None
+
+
+def _used(directory: Path) -> None:
+    """Record that the copy was just used: its directory's modification time is now."""
+    with contextlib.suppress(OSError):
+        os.utime(directory)
 
 
 def _cached(directory: Path, manifest: RunManifest) -> bool:
@@ -278,9 +341,11 @@ def get_artifact(
     run_id: str,
     name: str,
     *,
+    into: BinaryIO,
     step: str | None = None,
-) -> bytes:
-    """The content of one artifact: ``name`` within the run, or within ``step``'s folder."""
+) -> Artifact:
+    """Write the content of one artifact into ``into`` (streamed, never whole in memory):
+    ``name`` within the run, or within ``step``'s folder. Returns the artifact written."""
     wanted = f"{step}/{name}" if step else name
     artifacts = list_artifacts(backend, store, run_id, step=step)
     names = [a.name for a in artifacts]
@@ -293,7 +358,8 @@ def get_artifact(
             f"run {run_id} has no artifact {wanted!r}",
             hint=("did you mean: " if similar else "artifacts: ") + ", ".join(shown[:20]) + more,
         )
-    return backend.retrieve(f"{run_id}/{wanted}")
+    backend.retrieve_into(f"{run_id}/{wanted}", into)
+    return next(a for a in artifacts if a.name == wanted)
 
 
 def _no_run_hint(backend: StorageBackend, store: RunStateStore, run_id: str) -> str:
@@ -375,6 +441,7 @@ def archived_payload(result: ArchiveResult) -> dict[str, Any]:
 
 __all__ = [
     "ARCHIVE_CACHE",
+    "CACHE_LOCK",
     "RUN_FILES",
     "ArchiveOutcome",
     "ArchivedRun",
@@ -385,9 +452,11 @@ __all__ = [
     "archive_now",
     "archived_payload",
     "cache_dir",
+    "claiming_cache",
     "get_artifact",
     "in_place",
     "list_artifacts",
     "locate_run",
     "read_back",
+    "reading_cache",
 ]

@@ -10,12 +10,15 @@ import shutil
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 import pytest
 
 from bcce.core.durable import RunLock
+from bcce.errors import StorageError
+from bcce.storage.backend import LocalStorageBackend
+from bcce.storage.s3 import S3StorageBackend
 from bcce.workflow.runner import RunOptions
 
 if TYPE_CHECKING:
@@ -166,6 +169,71 @@ def test_get_output_writes_a_file(
     assert result.exit_code == 0, result.output
     assert target.read_text() == "built\n"
     assert result.stdout == f"{target} (6 B)\n"
+
+
+def test_a_get_cut_short_leaves_the_output_file_as_it_was(
+    local_app: Application,
+    run: Callable[..., None],
+    bcce_cli: Callable[..., Result],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run(local_app)
+    target = tmp_path / "out" / "build.txt"
+    target.parent.mkdir()
+    target.write_text("the previous download\n")
+
+    def cut(self: LocalStorageBackend, key: str, handle: BinaryIO) -> None:
+        handle.write(b"bu")
+        raise StorageError(f"cannot read {key}: connection reset")
+
+    monkeypatch.setattr(LocalStorageBackend, "retrieve_into", cut)
+    result = bcce_cli(
+        ["workflow", "artifacts", "r1", "--get", "build/output.txt", "-o", str(target)],
+        app=local_app,
+    )
+
+    assert result.exit_code == 1
+    assert "cannot read r1/build/output.txt: connection reset" in result.stderr
+    assert "Traceback" not in result.output
+    assert target.read_text() == "the previous download\n"
+    assert [p.name for p in target.parent.iterdir()] == ["build.txt"]
+
+
+def test_get_of_a_multipart_s3_artifact_streams_it_to_a_file_and_to_stdout(
+    make_s3_app: Callable[..., Application],
+    bcce_cli: Callable[..., Result],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = make_s3_app(s3={"bucket": BUCKET, "multipart_threshold_mb": 5})
+    workflow = tmp_path / "big.yml"
+    workflow.write_text(
+        "version: 1\nworkflow: big\nsteps:\n"
+        "  - {id: package, type: cmd, "
+        "command: 'head -c 6291456 /dev/urandom > \"$BCCE_RUN_DIR/package/bundle.bin\"'}\n"
+    )
+    (tmp_path / "ws").mkdir()
+    started = app.workflow.runner().run(
+        workflow, RunOptions(run_id="r1", workspace=tmp_path / "ws")
+    )
+    assert started.exit_code == 0
+    local = runs_dir(tmp_path) / "r1" / "package" / "bundle.bin"
+    data = local.read_bytes()
+    shutil.rmtree(runs_dir(tmp_path) / "r1")
+    monkeypatch.setattr(S3StorageBackend, "retrieve", lambda *a: pytest.fail("read whole"))
+    target = tmp_path / "bundle.bin"
+
+    to_file = bcce_cli(
+        ["workflow", "artifacts", "r1", "--get", "package/bundle.bin", "-o", str(target)], app=app
+    )
+    to_stdout = bcce_cli(["workflow", "artifacts", "r1", "--get", "package/bundle.bin"], app=app)
+
+    assert to_file.exit_code == 0, to_file.output
+    assert target.read_bytes() == data
+    assert to_file.stdout == f"{target} (6.3 MB)\n"
+    assert to_stdout.exit_code == 0, to_stdout.stderr
+    assert to_stdout.stdout_bytes == data
 
 
 def test_an_unknown_run_is_a_usage_error_listing_the_runs_there(

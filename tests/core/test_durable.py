@@ -28,6 +28,7 @@ from bcce.core.durable import (
     RunLocked,
     atomic_write_bytes,
     atomic_write_json,
+    atomic_writer,
     read_json,
     remove_temp_files,
 )
@@ -183,6 +184,49 @@ def test_atomic_write_into_missing_directory_says_so(tmp_path: Path) -> None:
         atomic_write_bytes(tmp_path / "missing" / "run.json", b"x")
     assert info.value.hint is not None
     assert "does not exist" in info.value.hint
+
+
+def test_atomic_writer_replaces_the_file_when_the_block_ends(tmp_path: Path) -> None:
+    target = tmp_path / "artifact.bin"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+
+    with atomic_writer(target) as handle:
+        handle.write(b"new ")
+        assert target.read_bytes() == b"old"  # readers see the old file until the end
+        handle.write(b"content")
+
+    assert target.read_bytes() == b"new content"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact.bin"]
+
+
+def test_atomic_writer_leaves_the_old_file_when_the_block_fails(tmp_path: Path) -> None:
+    target = tmp_path / "artifact.bin"
+    target.write_bytes(b"old")
+
+    with pytest.raises(RuntimeError, match="download cut"), atomic_writer(target) as handle:
+        handle.write(b"half of the new")
+        raise RuntimeError("download cut")
+
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact.bin"]
+
+
+def test_atomic_writer_fsyncs_file_and_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", spy(os.fsync, synced))
+    with atomic_writer(tmp_path / "artifact.bin") as handle:
+        handle.write(b"x")
+    assert len(synced) == 2
+
+
+def test_atomic_writer_into_a_missing_directory_is_a_storage_error(tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "artifact.bin"
+    with pytest.raises(StorageError, match="cannot create a temporary file"), atomic_writer(target):
+        pass
 
 
 def test_atomic_write_json_writes_sorted_utf8_with_trailing_newline(tmp_path: Path) -> None:

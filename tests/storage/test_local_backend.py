@@ -4,14 +4,16 @@ interface, which plugin backends get too."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from bcce.errors import StorageError
 from bcce.storage.archive import MANIFEST, RunManifest
-from bcce.storage.backend import LocalStorageBackend
+from bcce.storage.backend import COPY_CHUNK, LocalStorageBackend
 
 
 @pytest.fixture
@@ -52,6 +54,35 @@ def test_store_file_copies_the_file(backend: LocalStorageBackend, tmp_path: Path
 def test_retrieve_of_a_missing_key_is_a_storage_error(backend: LocalStorageBackend) -> None:
     with pytest.raises(StorageError, match="no artifact r1/missing"):
         backend.retrieve("r1/missing")
+
+
+def test_retrieve_into_streams_a_file_larger_than_a_copy_chunk(
+    backend: LocalStorageBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(COPY_CHUNK * 2 + 5)
+    backend.store("r1/build/bundle.bin", data)
+    # Never whole in memory: the path that reads everything at once is not taken.
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"read whole: {self}"))
+
+    with (tmp_path / "copy.bin").open("wb") as handle:
+        backend.retrieve_into("r1/build/bundle.bin", handle)
+
+    monkeypatch.undo()
+    assert (tmp_path / "copy.bin").read_bytes() == data
+
+
+def test_retrieve_into_of_a_missing_key_or_a_folder_is_a_storage_error(
+    backend: LocalStorageBackend,
+) -> None:
+    backend.store("r1/build/output.txt", b"built")
+    sink = io.BytesIO()
+
+    with pytest.raises(StorageError, match=r"no artifact r1/build/missing\.txt"):
+        backend.retrieve_into("r1/build/missing.txt", sink)
+    with pytest.raises(StorageError, match="r1/build is a folder, not an artifact"):
+        backend.retrieve_into("r1/build", sink)
+
+    assert sink.getvalue() == b""
 
 
 def test_keys_leaving_the_root_are_refused(backend: LocalStorageBackend) -> None:

@@ -5,6 +5,7 @@ errors with hints, and run archives."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import urllib.request
@@ -207,6 +208,98 @@ def test_a_whole_upload_is_tried_again_when_its_request_gives_up(
     assert sha256_of_object(s3, bucket, "bcce/r1/build/output.bin") == (
         hashlib.sha256(data).hexdigest()
     )
+
+
+def test_a_large_object_is_read_into_a_file_in_ranged_parts(
+    make_backend: Callable[..., S3StorageBackend], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = make_backend(multipart_threshold=5 * MB, multipart_chunk=5 * MB)
+    data = os.urandom(12 * MB)
+    backend.store("r1/package/bundle.bin", data)
+    gets = calls(backend.client, "GetObject")
+    monkeypatch.setattr(backend, "retrieve", lambda key: pytest.fail("read whole into memory"))
+
+    with (tmp_path / "bundle.bin").open("wb") as handle:
+        backend.retrieve_into("r1/package/bundle.bin", handle)
+
+    assert (tmp_path / "bundle.bin").read_bytes() == data
+    starts = sorted(int(g["Range"].removeprefix("bytes=").split("-")[0]) for g in gets)
+    assert starts == [0, 5 * MB, 10 * MB]
+
+
+def cut_first_download(backend: S3StorageBackend) -> list[int]:
+    """Make the backend's first download write a little then lose its connection; returns
+    the list of download attempts (the position of the handle at each)."""
+    from botocore.exceptions import EndpointConnectionError
+
+    real = backend.client.download_fileobj
+    attempts: list[int] = []
+
+    def download(bucket: str, key: str, handle: Any, **kwargs: Any) -> None:
+        seekable = getattr(handle, "seekable", lambda: False)()
+        attempts.append(handle.tell() if seekable else -1)
+        if len(attempts) == 1:
+            handle.write(b"half a download")
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+        real(bucket, key, handle, **kwargs)
+
+    backend.client.download_fileobj = download
+    return attempts
+
+
+def test_a_download_tried_again_starts_the_file_over(
+    make_backend: Callable[..., S3StorageBackend], tmp_path: Path
+) -> None:
+    backend = make_backend(transfer_attempts=2)
+    backend.store("r1/build/output.txt", b"built\n")
+    attempts = cut_first_download(backend)
+    target = tmp_path / "output.txt"
+
+    with target.open("wb") as handle:
+        backend.retrieve_into("r1/build/output.txt", handle)
+
+    assert attempts == [0, 0]
+    assert target.read_bytes() == b"built\n"  # nothing of the cut attempt is left
+
+
+class Pipe(io.BytesIO):
+    def seekable(self) -> bool:
+        return False
+
+
+def test_a_download_into_a_pipe_is_not_tried_again(
+    make_backend: Callable[..., S3StorageBackend],
+) -> None:
+    backend = make_backend(transfer_attempts=3)
+    backend.store("r1/build/output.txt", b"built\n")
+    attempts = cut_first_download(backend)
+
+    with pytest.raises(StorageError, match="cannot read s3://bcce-artifacts/bcce/r1/build/output"):
+        backend.retrieve_into("r1/build/output.txt", Pipe())
+
+    assert attempts == [-1]  # what reached the pipe cannot be taken back
+
+
+def test_a_large_object_read_after_content_already_in_the_file_keeps_that_content(
+    make_backend: Callable[..., S3StorageBackend], tmp_path: Path
+) -> None:
+    backend = make_backend(multipart_threshold=5 * MB, multipart_chunk=5 * MB)
+    data = os.urandom(12 * MB)
+    backend.store("r1/package/bundle.bin", data)
+    target = tmp_path / "log.bin"  # as `bcce workflow artifacts --get NAME >> log.bin`
+
+    with target.open("ab") as handle:
+        handle.write(b"earlier output\n")
+        backend.retrieve_into("r1/package/bundle.bin", handle)
+
+    assert target.read_bytes() == b"earlier output\n" + data
+
+
+def test_reading_a_missing_object_into_a_file_is_a_storage_error(
+    make_backend: Callable[..., S3StorageBackend],
+) -> None:
+    with pytest.raises(StorageError, match="no object s3://bcce-artifacts/bcce/r1/missing"):
+        make_backend().retrieve_into("r1/missing", io.BytesIO())
 
 
 def test_max_attempts_is_the_number_of_tries_of_each_request(

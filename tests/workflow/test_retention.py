@@ -1,8 +1,11 @@
-"""``bcce workflow prune --older-than AGE``: which local runs go, which stay and why."""
+"""``bcce workflow prune --older-than AGE``: which local runs go, which stay and why; and the
+read-back copies of archived runs unused since the cutoff."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +14,9 @@ import boto3
 import pytest
 
 from bcce.core.durable import RunLock
+from bcce.core.when import parse_iso
+from bcce.storage.backend import LocalStorageBackend
+from bcce.workflow.artifacts import read_back, reading_cache
 from bcce.workflow.state import TERMINAL_RUN, JsonRunStateStore, RunState, utcnow
 
 if TYPE_CHECKING:
@@ -215,3 +221,190 @@ def test_a_storage_error_stops_pruning_before_anything_is_removed(
     assert result.exit_code == 1
     assert "[BCCE700]" in result.stderr and "cannot reach S3" in result.stderr
     assert (runs_dir / "a" / "run.json").is_file() and (runs_dir / "b" / "run.json").is_file()
+
+
+# -- the read-back cache ------------------------------------------------------------------------
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStorageBackend:
+    """A storage backend other than the run directories (archives go there)."""
+    return LocalStorageBackend(tmp_path / "store")
+
+
+@pytest.fixture
+def read_back_copy(
+    make_run: Callable[..., Path], store: LocalStorageBackend, runs_dir: Path
+) -> Callable[[str], Path]:
+    """``read_back_copy(run_id)``: a run archived in ``store``, its directory deleted, read back
+    into ``<runs_dir>/.archived/<run_id>``; the copy's directory."""
+
+    def read(run_id: str) -> Path:
+        directory = make_run(run_id, "succeeded")
+        store.archive(directory, run_id)
+        shutil.rmtree(directory)
+        archived = read_back(store, runs_dir, run_id)
+        assert archived is not None and archived.fetched
+        return archived.directory
+
+    return read
+
+
+def unused_since_long_ago(path: Path) -> None:
+    moment = parse_iso(LONG_AGO).timestamp()
+    os.utime(path, (moment, moment))
+
+
+def test_a_cached_copy_unused_since_the_cutoff_is_removed(
+    read_back_copy: Callable[[str], Path], bcce: Callable[..., Result], runs_dir: Path
+) -> None:
+    copy = read_back_copy("nightly-1")
+    unused_since_long_ago(copy)
+
+    result = bcce("workflow", "prune", "--older-than", "30d")
+
+    assert result.exit_code == 0, result.output
+    row = lines(result)["nightly-1"]
+    assert row.startswith("removed") and "cached copy" in row
+    assert row.endswith("last used 2020-01-01 00:00 UTC, before the cutoff")
+    assert not copy.exists()
+    assert [p.name for p in (runs_dir / ".archived").iterdir()] == [".lock"]
+
+
+def test_a_cached_copy_used_since_the_cutoff_is_kept(
+    read_back_copy: Callable[[str], Path], bcce: Callable[..., Result]
+) -> None:
+    copy = read_back_copy("nightly-1")
+
+    result = bcce("workflow", "prune", "--older-than", "30d", "--json")
+
+    assert json.loads(result.stdout)["cached_copies"] == []
+    assert (copy / "run.json").is_file()
+
+
+def test_reading_a_cached_copy_back_again_counts_as_using_it(
+    read_back_copy: Callable[[str], Path],
+    store: LocalStorageBackend,
+    bcce: Callable[..., Result],
+    runs_dir: Path,
+) -> None:
+    copy = read_back_copy("nightly-1")
+    unused_since_long_ago(copy)
+
+    again = read_back(store, runs_dir, "nightly-1")
+    result = bcce("workflow", "prune", "--older-than", "30d", "--json")
+
+    assert again is not None and not again.fetched  # the cached copy matched the archive
+    assert json.loads(result.stdout)["cached_copies"] == []
+    assert (copy / "run.json").is_file()
+
+
+def test_a_cached_copy_being_read_back_is_not_removed(
+    read_back_copy: Callable[[str], Path], bcce: Callable[..., Result], runs_dir: Path
+) -> None:
+    copy = read_back_copy("nightly-1")
+    unused_since_long_ago(copy)
+
+    with reading_cache(runs_dir):
+        result = bcce("workflow", "prune", "--older-than", "30d", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cached_copies"] == []
+    assert (copy / "run.json").is_file()
+
+
+def test_a_dry_run_keeps_cached_copies_and_says_which_would_go(
+    read_back_copy: Callable[[str], Path], bcce: Callable[..., Result]
+) -> None:
+    copy = read_back_copy("nightly-1")
+    unused_since_long_ago(copy)
+
+    result = bcce("workflow", "prune", "--older-than", "30d", "--dry-run")
+
+    assert lines(result)["nightly-1"].startswith("would remove")
+    summary = result.stdout.splitlines()[-1]
+    assert summary.startswith("0 would remove (0 B), 0 kept; would remove 1 cached archive copy (")
+    assert summary.endswith("dry run: nothing was deleted")
+    assert (copy / "run.json").is_file()
+
+
+def test_what_cut_off_read_backs_and_prunes_left_in_the_cache_is_cleared(
+    bcce: Callable[..., Result], runs_dir: Path
+) -> None:
+    cache = runs_dir / ".archived"
+    stale = [cache / ".r1.1a2b3c4d.fetching", cache / ".r1.5e6f7a8b.old"]
+    pruning = cache / ".r2.9c0d1e2f.pruning"  # however recent
+    fetching = cache / ".r3.3a4b5c6d.fetching"  # a read-back in progress
+    for leftover in [*stale, pruning, fetching]:
+        (leftover / "build").mkdir(parents=True)
+    for leftover in stale:
+        unused_since_long_ago(leftover)
+
+    result = bcce("workflow", "prune", "--older-than", "30d")
+
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in cache.iterdir()) == [".lock", fetching.name]
+
+
+def test_the_json_lists_removed_cached_copies_beside_the_runs(
+    make_run: Callable[..., Path],
+    read_back_copy: Callable[[str], Path],
+    bcce: Callable[..., Result],
+) -> None:
+    make_run("old", "succeeded")
+    copy = read_back_copy("nightly-1")
+    unused_since_long_ago(copy)
+    copy_bytes = sum(p.stat().st_size for p in copy.rglob("*") if p.is_file())
+
+    result = bcce("workflow", "prune", "--older-than", "30d", "--json")
+
+    data = json.loads(result.stdout)
+    assert list(data) == ["cutoff", "dry_run", "removed", "kept", "cached_copies"]
+    assert [r["run_id"] for r in data["removed"]] == ["old"]
+    assert data["cached_copies"] == [
+        {
+            "run_id": "nightly-1",
+            "last_used": "2020-01-01T00:00:00+00:00",
+            "reason": "last used 2020-01-01 00:00 UTC, before the cutoff",
+            "bytes": copy_bytes,
+        }
+    ]
+
+
+def test_the_text_summary_counts_runs_and_cached_copies_apart(
+    make_run: Callable[..., Path],
+    read_back_copy: Callable[[str], Path],
+    bcce: Callable[..., Result],
+) -> None:
+    make_run("old", "succeeded")
+    make_run("recent", "succeeded", finished=utcnow())
+    for run_id in ("nightly-1", "nightly-2"):
+        unused_since_long_ago(read_back_copy(run_id))
+
+    result = bcce("workflow", "prune", "--older-than", "30d")
+
+    rows = lines(result)
+    assert rows["old"].startswith("removed") and "cached copy" not in rows["old"]
+    assert all("cached copy" in rows[r] for r in ("nightly-1", "nightly-2"))
+    summary = result.stdout.splitlines()[-1]
+    assert (
+        summary.startswith("1 removed (")
+        and ", 1 kept; removed 2 cached archive copies (" in summary
+    )
+
+
+def test_showing_an_archived_run_counts_as_using_its_cached_copy(
+    read_back_copy: Callable[[str], Path],
+    store: LocalStorageBackend,
+    make_workflow_app: Callable[..., Application],
+    bcce: Callable[..., Result],
+) -> None:
+    copy = read_back_copy("nightly-1")
+    unused_since_long_ago(copy)
+    app = make_workflow_app(storage={"root": str(store.root)})
+
+    shown = bcce("workflow", "status", "nightly-1", app=app)
+    result = bcce("workflow", "prune", "--older-than", "30d", "--json", app=app)
+
+    assert shown.exit_code == 0, shown.output
+    assert "read back from its archive" in shown.stderr
+    assert json.loads(result.stdout)["cached_copies"] == []
+    assert (copy / "run.json").is_file()

@@ -4,6 +4,7 @@ The rules are ``auth.authorization`` (docs/identity.md#authorisation). An :class
 decides one action for one identity:
 
     workflow.run, workflow.resume   may IDENTITY run this workflow (by path glob or name glob)?
+    workflow.cancel                 may IDENTITY cancel this run (started it, or may run it)?
     policy.use                      may IDENTITY run a step under this policy (preset, looser)?
     approval.give                   may IDENTITY approve an apply_diff change (and four-eyes)?
     plugin.manage                   may IDENTITY enable, disable or reload a plugin?
@@ -47,12 +48,20 @@ if TYPE_CHECKING:
 
 log = get_logger("auth")
 
-ACTIONS: Final = ("workflow.run", "workflow.resume", "policy.use", "approval.give", "plugin.manage")
+ACTIONS: Final = (
+    "workflow.run",
+    "workflow.resume",
+    "workflow.cancel",
+    "policy.use",
+    "approval.give",
+    "plugin.manage",
+)
 SETTINGS_KEY: Final = "auth.authorization"
 RULE_DISABLED: Final = "authorization disabled"
 RULE_NONE: Final = "no rule allows it"
 RULE_ADMINS: Final = f"{SETTINGS_KEY}.admins"
 RULE_FOUR_EYES: Final = f"{SETTINGS_KEY}.approvals.four_eyes"
+RULE_STARTED: Final = "started the run"
 RULE_NOT_LOOSER: Final = "no looser than policy.default"
 #: Set on an identity that an approval integration (not an auth provider) vouches for.
 VOUCHED_BY: Final = "bcce.vouched_by"
@@ -61,6 +70,7 @@ VOUCHED_BY: Final = "bcce.vouched_by"
 _SETTING: Final = {
     "workflow.run": f"{SETTINGS_KEY}.workflows",
     "workflow.resume": f"{SETTINGS_KEY}.workflows",
+    "workflow.cancel": f"{SETTINGS_KEY}.workflows",
     "policy.use": f"{SETTINGS_KEY}.policies",
     "approval.give": f"{SETTINGS_KEY}.approvals",
     "plugin.manage": f"{SETTINGS_KEY}.plugins",
@@ -68,6 +78,7 @@ _SETTING: Final = {
 _VERB: Final = {
     "workflow.run": "run workflow",
     "workflow.resume": "resume workflow",
+    "workflow.cancel": "cancel",
     "policy.use": "use",
     "approval.give": "approve",
     "plugin.manage": "manage plugin",
@@ -76,6 +87,8 @@ _VERB: Final = {
 _HOW: Final = {
     "workflow.run": ": a rule whose allow matches the workflow's path or name:NAME",
     "workflow.resume": ": a rule whose allow matches the workflow's path or name:NAME",
+    "workflow.cancel": ": a rule whose allow matches the workflow's path or name:NAME; or the "
+    "identity that started the run (or an admin) cancels it",
     "policy.use": " (presets, or looser_than_default: true); or keep the step's policy within "
     "policy.default",
     "approval.give": " (groups or users); or someone it names approves",
@@ -186,7 +199,8 @@ class Authoriser:
         """Decide ``action`` on ``subject`` for ``identity`` and publish the decision.
 
         ``details`` by action: ``workflow.*``: ``path`` (relative to the working directory, or
-        None), ``absolute``, ``workflow`` (its name); ``policy.use``: ``step``, ``preset``,
+        None), ``absolute``, ``workflow`` (its name); ``workflow.cancel`` also ``started_by``
+        (an :class:`Identity` or None); ``policy.use``: ``step``, ``preset``,
         ``looser_than_default`` and ``looser_than_preset`` (lists of reasons); ``approval.give``:
         ``started_by`` (an :class:`Identity` or None), ``via``; ``plugin.manage``:
         ``operation``. ``run_id`` and ``step`` wherever they are known.
@@ -209,11 +223,24 @@ class Authoriser:
             refused = _four_eyes(identity, details.get("started_by"))
             if refused is not None:
                 return False, RULE_FOUR_EYES, refused
+        started_by = details.get("started_by")
+        if action == "workflow.cancel" and _started(identity, started_by):
+            return True, RULE_STARTED, f"{identity.user} ({identity.provider}) started the run"
         admin = sorted(set(identity.groups) & set(rules.admins))
         if admin:
             return True, RULE_ADMINS, f"{identity.user} is in admin group {admin[0]!r}"
         if action in ("workflow.run", "workflow.resume"):
             return self._workflow(identity, details)
+        if action == "workflow.cancel":
+            allowed, rule, reason = self._workflow(identity, details)
+            if allowed:
+                return allowed, rule, reason
+            starter = (
+                f"it was started by {identity_ref(started_by)}"
+                if isinstance(started_by, Identity)
+                else "it records no identity that started it"
+            )
+            return False, rule, f"{identity.user} did not start the run ({starter}); {reason}"
         if action == "policy.use":
             return self._policy(identity, details)
         grantees = rules.approvals if action == "approval.give" else rules.plugins
@@ -299,16 +326,14 @@ def authorise_workflow(
 
     Raises :class:`NotAuthorised` at the first refusal; returns every decision otherwise.
     """
-    real = Path(os.path.realpath(workflow.source))
-    here = Path(os.path.realpath(cwd or Path.cwd()))
-    relative = real.relative_to(here).as_posix() if real.is_relative_to(here) else None
+    relative, absolute = workflow_paths(workflow.source, cwd)
     decisions = [
         authoriser.check(
             identity,
             action,
-            relative or str(real),
+            relative or absolute,
             path=relative,
-            absolute=str(real),
+            absolute=absolute,
             workflow=workflow.name,
             run_id=run_id,
         )
@@ -331,6 +356,45 @@ def authorise_workflow(
             )
         )
     return decisions
+
+
+def authorise_cancel(
+    authoriser: Authoriser,
+    identity: Identity,
+    *,
+    run_id: str,
+    workflow: Mapping[str, Any],
+    started_by: Identity | None,
+    cwd: Path | None = None,
+) -> Decision:
+    """Check that ``identity`` may cancel run ``run_id``: it started the run, is an admin, or a
+    ``workflows`` rule allows it the run's workflow (``workflow``: the run state's record of
+    it, its ``path`` taken relative to ``cwd`` as when the run is resumed).
+
+    Raises :class:`NotAuthorised` on a refusal.
+    """
+    source = workflow.get("path")
+    here = cwd or Path.cwd()
+    relative, absolute = workflow_paths(here / source, here) if source else (None, None)
+    return authoriser.check(
+        identity,
+        "workflow.cancel",
+        f"run {run_id}",
+        path=relative,
+        absolute=absolute,
+        workflow=workflow.get("name"),
+        run_id=run_id,
+        started_by=started_by,
+    )
+
+
+def workflow_paths(source: str | Path, cwd: Path | None = None) -> tuple[str | None, str]:
+    """A workflow file's real path relative to ``cwd`` (None outside it) and its absolute one,
+    symbolic links resolved: what ``workflows`` rules match."""
+    real = Path(os.path.realpath(source))
+    here = Path(os.path.realpath(cwd or Path.cwd()))
+    relative = real.relative_to(here).as_posix() if real.is_relative_to(here) else None
+    return relative, str(real)
 
 
 def authorise_approval(
@@ -498,6 +562,12 @@ def describe(identity: Identity) -> str:
     return f"{identity.user} ({identity.provider}; groups: {groups})"
 
 
+def identity_ref(identity: Identity) -> str:
+    """``local:ana`` — how an event's payload names an identity other than its own user
+    (``started_by``, ``cancelled_by``)."""
+    return f"{identity.provider}:{identity.user}"
+
+
 def identity_record(identity: Identity) -> dict[str, Any]:
     """An identity as run state records it (``started_by``)."""
     return {"user": identity.user, "groups": list(identity.groups), "provider": identity.provider}
@@ -541,6 +611,17 @@ def same_person(a: Identity, b: Identity) -> bool:
     return a.provider == b.provider or VOUCHED_BY in a.attributes or VOUCHED_BY in b.attributes
 
 
+def _started(identity: Identity, started_by: Any) -> bool:
+    # Unlike four-eyes, a user an integration vouches for by name alone fails closed here by
+    # not counting as the starter: only the same user of the same provider does.
+    return (
+        isinstance(started_by, Identity)
+        and VOUCHED_BY not in identity.attributes
+        and VOUCHED_BY not in started_by.attributes
+        and same_person(identity, started_by)
+    )
+
+
 def _four_eyes(approver: Identity, started_by: Any) -> str | None:
     if not isinstance(started_by, Identity):
         return "the run records no identity that started it, so four-eyes cannot be checked"
@@ -578,7 +659,7 @@ def _workflow_matches(
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Identity):
-        return f"{value.provider}:{value.user}"
+        return identity_ref(value)
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, tuple):
@@ -592,13 +673,16 @@ __all__ = [
     "Decision",
     "approver_identity",
     "authorise_approval",
+    "authorise_cancel",
     "authorise_workflow",
     "describe",
     "effective_step_policy",
     "glob_covered",
     "identity_from_record",
     "identity_record",
+    "identity_ref",
     "looser_than",
     "policy_question",
     "same_person",
+    "workflow_paths",
 ]

@@ -136,8 +136,8 @@ STORAGE = (
     "workflow runner at run completion; `bcce workflow archive` (`bcce/workflow/artifacts.py`)"
 )
 AUTHZ = (
-    "authoriser (`bcce/auth/authorization.py`): `bcce workflow run` and `resume`, `apply_diff` "
-    "approvals, `bcce plugin enable`, `disable` and `reload`"
+    "authoriser (`bcce/auth/authorization.py`): `bcce workflow run`, `resume` and `cancel`, "
+    "`apply_diff` approvals, `bcce plugin enable`, `disable` and `reload`"
 )
 
 _STEP = _f("step", "str", "the step's id")
@@ -258,6 +258,13 @@ CATALOGUE: tuple[EventSpec, ...] = (
                 nullable=True,
             ),
             _f("failed_steps", "list[str]", "ids of the steps that concluded failure"),
+            _f(
+                "cancelled_by",
+                "str",
+                "who cancelled it (`provider:user`), as `bcce workflow cancel` authenticated "
+                "them; null when the process driving the run stopped it (a signal)",
+                nullable=True,
+            ),
             _opt("processes_killed", "int", "leftover step processes killed by the cancel"),
         ),
     ),
@@ -529,16 +536,21 @@ CATALOGUE: tuple[EventSpec, ...] = (
             _f(
                 "action",
                 "str",
-                "`workflow.run`, `workflow.resume`, `policy.use`, `approval.give` or "
-                "`plugin.manage`",
+                "`workflow.run`, `workflow.resume`, `workflow.cancel`, `policy.use`, "
+                "`approval.give` or `plugin.manage`",
             ),
-            _f("subject", "str", "what it is about: a workflow path, a policy, a step, a plugin"),
+            _f(
+                "subject",
+                "str",
+                "what it is about: a workflow path, a run, a policy, a step, a plugin",
+            ),
             _f("allowed", "bool", "whether it was allowed"),
             _f(
                 "rule",
                 "str",
                 "the rule that decided (`auth.authorization.workflows[0]`, "
-                "`auth.authorization.approvals.four_eyes`, `no rule allows it`...)",
+                "`auth.authorization.approvals.four_eyes`, `started the run`, `no rule allows "
+                "it`...)",
             ),
             _f("reason", "str", "the decision in words"),
             _f("user", "str", "who asked (for `approval.give`: who approved)"),
@@ -561,7 +573,11 @@ CATALOGUE: tuple[EventSpec, ...] = (
                 "`policy.use`: what it allows beyond its preset",
             ),
             _opt("via", "str", "`approval.give`: how the approval came"),
-            _opt("started_by", "str", "`approval.give`: who started the run (`provider:user`)"),
+            _opt(
+                "started_by",
+                "str",
+                "`approval.give`, `workflow.cancel`: who started the run (`provider:user`)",
+            ),
             _opt("operation", "str", "`plugin.manage`: `enable`, `disable` or `reload`"),
         ),
         in_run=False,

@@ -353,7 +353,7 @@ class AuthorizationSettings(Section):
         default_factory=list, description="groups allowed everything (four-eyes still applies)"
     )
     workflows: list[WorkflowRule] = Field(
-        default_factory=list, description="who may run (and resume) which workflows"
+        default_factory=list, description="who may run (resume, cancel) which workflows"
     )
     policies: list[PolicyRule] = Field(
         default_factory=list,

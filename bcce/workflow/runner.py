@@ -17,7 +17,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 from bcce.auth.authorization import (
     Authoriser,
     authorise_approval,
+    authorise_cancel,
     authorise_workflow,
     identity_from_record,
     identity_record,
+    identity_ref,
 )
 from bcce.core.log import get_logger
 from bcce.errors import BcceError, ExitCode, PolicyDenied, UsageError, WorkflowError
@@ -127,6 +129,8 @@ class WorkflowRunner:
         self.agent_runtime = agent_runtime
         # Without one given, the rules still hold (for the OS user): never silently unenforced.
         self.authoriser = authoriser or Authoriser(settings.auth.authorization, bus=bus)
+        #: The runs this runner runs or resumes in this process (see request_cancel).
+        self._here: dict[str, _RunHere] = {}
         self.artifacts = ArtifactPublisher(storage, store.root) if storage is not None else None
 
     # -- loading ---------------------------------------------------------------------------
@@ -163,6 +167,10 @@ class WorkflowRunner:
     def run(self, path: Path, options: RunOptions | None = None) -> RunResult:
         options = options or RunOptions()
         run_id = options.run_id or self.ids.run_id()
+        with self._running_here(run_id):
+            return self._run(path, options, run_id)
+
+    def _run(self, path: Path, options: RunOptions, run_id: str) -> RunResult:
         workflow = self.load(path, options.variables, run_id)
         workspace = (options.workspace or Path.cwd()).resolve()
         if not workspace.is_dir():
@@ -201,7 +209,12 @@ class WorkflowRunner:
         force: bool = False,
         options: RunOptions | None = None,
     ) -> RunResult:
-        options = options or RunOptions()
+        with self._running_here(run_id):
+            return self._resume(run_id, from_step, force, options or RunOptions())
+
+    def _resume(
+        self, run_id: str, from_step: str | None, force: bool, options: RunOptions
+    ) -> RunResult:
         state = self.store.load(run_id)
         if state.status in TERMINAL_RUN and state.status == "succeeded" and from_step is None:
             return RunResult(state, 0)
@@ -296,12 +309,17 @@ class WorkflowRunner:
         )
 
     def cancel(self, run_id: str) -> str:
-        """Ask a running run to stop; finalise a run whose driver is gone. Returns what happened."""
+        """Ask a running run to stop; finalise a run whose driver is gone. Returns what happened.
+
+        Authorised (``workflow.cancel``) before anything is written: a refusal raises
+        :class:`~bcce.errors.NotAuthorised` and leaves the run as it was.
+        """
         state = self.store.load(run_id)
+        identity = self._authorise_cancel(state)
         if state.status in TERMINAL_RUN:
             return f"run {run_id} already {state.status}"
         directory = self.store.run_dir(run_id)
-        append_cancel_request(directory)
+        append_cancel_request(directory, by=identity_record(identity))
         try:
             recorder = self.store.open(run_id)
         except BcceError:
@@ -332,6 +350,7 @@ class WorkflowRunner:
                     "duration_seconds": None,  # no process was driving it: nothing was timed
                     "failed_steps": failed,
                     "processes_killed": killed,
+                    "cancelled_by": identity_ref(identity),
                 },
                 seq=_count_lines(events) + 1,
             )
@@ -342,8 +361,43 @@ class WorkflowRunner:
         return f"run {run_id} cancelled"
 
     def request_cancel(self, run_id: str) -> None:
-        """Ask the process driving ``run_id`` to stop (it polls for the request)."""
-        append_cancel_request(self.store.run_dir(run_id))
+        """Ask the process driving ``run_id`` to stop (it polls for the request).
+
+        For a run this runner is running or resuming (from a signal handler, a subscriber),
+        nothing is checked, since the run was authorised to start, and nothing is published;
+        a request made before the run is authorised and driven waits for it (a refused run
+        gets none). Any other run's request is authorised as :meth:`cancel`'s is, and names
+        who asked.
+        """
+        here = self._here.get(run_id)
+        if here is not None:
+            here.request_cancel()
+            return
+        identity = self._authorise_cancel(self.store.load(run_id))
+        append_cancel_request(self.store.run_dir(run_id), by=identity_record(identity))
+
+    @contextlib.contextmanager
+    def _running_here(self, run_id: str) -> Iterator[None]:
+        if run_id in self._here:  # already run here (another thread): that one answers
+            yield
+            return
+        self._here[run_id] = _RunHere()
+        try:
+            yield
+        finally:
+            self._here.pop(run_id, None)
+
+    def _authorise_cancel(self, state: RunState) -> Identity:
+        """Who asks to cancel the run, once authorised (``workflow.cancel``)."""
+        identity = self.authoriser.authenticate()
+        authorise_cancel(
+            self.authoriser,
+            identity,
+            run_id=state.run_id,
+            workflow=state.workflow,
+            started_by=identity_from_record(state.started_by),
+        )
+        return identity
 
     def status(self, run_id: str) -> RunState:
         return self.store.load(run_id)
@@ -392,6 +446,28 @@ class WorkflowRunner:
         event = Event(event_type, clean, run_id=run_id, seq=seq)
         self.bus.publish(event)
         return event
+
+
+class _RunHere:
+    """A run a runner runs or resumes in this process. Its cancel requests go to the run
+    directory while it is driven; made before then, they wait for it."""
+
+    def __init__(self) -> None:
+        self.directory: Path | None = None
+        self.waiting = 0
+
+    def request_cancel(self) -> None:
+        if self.directory is None:
+            self.waiting += 1
+        else:
+            append_cancel_request(self.directory)
+
+    def driven(self, directory: Path | None) -> None:
+        self.directory = directory
+        if directory is not None:
+            for _ in range(self.waiting):
+                append_cancel_request(directory)
+        self.waiting = 0
 
 
 class _Scope:
@@ -505,6 +581,9 @@ class _Execution:
         subscription = self._subscribe_events_file()
         started = time.monotonic()
         leases = contextlib.ExitStack()
+        here = self.runner._here.get(self.run_id)
+        if here is not None:
+            here.driven(self.recorder.directory)
         try:
             for step_type in self.step_types.values():
                 if step_type.lease is not None:
@@ -520,6 +599,8 @@ class _Execution:
                 self.recorder.snapshot()
             raise
         finally:
+            if here is not None:
+                here.driven(None)
             if self.uploads is not None:  # interrupted: what is still queued stays local
                 self.uploads.abandon()
             leases.close()
@@ -586,6 +667,10 @@ class _Execution:
         else:
             status, code = "succeeded", ExitCode.OK
         self._phase("complete", status=status)
+        outcome: dict[str, Any] = {}
+        if status == "cancelled":
+            by = identity_from_record(self.recorder.cancel_requested_by())
+            outcome["cancelled_by"] = identity_ref(by) if by is not None else None
         error = f"failed steps: {', '.join(failed)}" if status == "failed" else None
         if status == "failed" and self.timed_out and self.workflow.max_runtime_seconds:
             error = f"max_runtime_seconds ({self.workflow.max_runtime_seconds}) exceeded; {error}"
@@ -601,6 +686,7 @@ class _Execution:
                 "status": status,
                 "duration_seconds": round(time.monotonic() - started, 3),
                 "failed_steps": failed,
+                **outcome,
             },
         )
         self._store_run(status)

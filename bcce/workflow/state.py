@@ -8,7 +8,9 @@ phase boundaries and when it ends; reading a run replays the journal over the sn
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -169,10 +171,29 @@ class RunRecorder:
         except FileNotFoundError:
             return 0
 
+    def cancel_requested_by(self) -> dict[str, Any] | None:
+        """Who asked first (an identity record, as ``started_by``), or None: no request named
+        anyone (the process driving the run stopped it on a signal)."""
+        try:
+            lines = (self.directory / CANCEL_REQUEST).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return None
+        for line in lines:
+            # A line is the time and, after a space, the JSON identity record of who asked.
+            _, _, by = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                record = json.loads(by)
+                if isinstance(record, dict):
+                    return record
+        return None
 
-def append_cancel_request(directory: Path) -> None:
+
+def append_cancel_request(directory: Path, by: Mapping[str, Any] | None = None) -> None:
+    """Ask the process driving the run in ``directory`` to stop; ``by``: who asks, an identity
+    record (None: the driving process itself)."""
+    line = utcnow() if by is None else f"{utcnow()} {json.dumps(dict(by), sort_keys=True)}"
     with (directory / CANCEL_REQUEST).open("a", encoding="utf-8") as handle:
-        handle.write(utcnow() + "\n")
+        handle.write(line + "\n")
 
 
 class JsonRunStateStore:

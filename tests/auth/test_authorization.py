@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from bcce.auth.authorization import (
+    VOUCHED_BY,
     Authoriser,
     Decision,
     approver_identity,
+    authorise_cancel,
     effective_step_policy,
     glob_covered,
     looser_than,
@@ -106,6 +108,7 @@ def test_admins_may_do_everything() -> None:
 
     decisions = [
         recorder.decide(ROOT, "workflow.run", "x", **WORKFLOW),
+        recorder.decide(ROOT, "workflow.cancel", "run r-1", started_by=ANA, **WORKFLOW),
         recorder.decide(ROOT, "policy.use", "p", looser_than_default=["max_edits 99 > 20"]),
         recorder.decide(ROOT, "approval.give", "s", started_by=ANA),
         recorder.decide(ROOT, "plugin.manage", "acme", operation="enable"),
@@ -175,6 +178,98 @@ def test_the_first_rule_that_allows_decides() -> None:
     assert recorder.decide(ANA, "workflow.run", "x", **WORKFLOW).rule == (
         "auth.authorization.workflows[1]"
     )
+
+
+# -- cancelling a run -----------------------------------------------------------------------------
+def test_with_authorisation_disabled_anyone_may_cancel_any_run() -> None:
+    authoriser = Authoriser(AuthorizationSettings(), bus=InProcessEventBus())
+
+    decision = authoriser.decide(NOBODY, "workflow.cancel", "run r-1", started_by=ANA, **WORKFLOW)
+
+    assert (decision.allowed, decision.rule) == (True, "authorization disabled")
+
+
+def test_the_identity_that_started_a_run_may_cancel_it_without_a_rule() -> None:
+    recorder = Recorder()
+    started_by = Identity("ana", ("other",), "local")  # groups change; the person does not
+
+    decision = recorder.decide(ANA, "workflow.cancel", "run r-1", started_by=started_by, **WORKFLOW)
+
+    assert (decision.allowed, decision.rule) == (True, "started the run")
+    assert recorder.payloads()[0]["started_by"] == "local:ana"
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        Identity("ana", ("dev",), "cognito-oidc"),  # the same name at another provider
+        Identity("ana", ("dev",), "local", {VOUCHED_BY: "approval:slack"}),  # a name only
+        BOB,
+    ],
+)
+def test_only_the_same_user_of_the_same_provider_counts_as_the_starter(other: Identity) -> None:
+    decision = Recorder().decide(other, "workflow.cancel", "run r-1", started_by=ANA, **WORKFLOW)
+
+    assert (decision.allowed, decision.rule) == (False, "no rule allows it")
+
+
+def test_a_workflows_rule_matching_the_runs_workflow_allows_cancelling_it() -> None:
+    recorder = Recorder(
+        workflows=[
+            {"groups": ["reviewers"], "allow": ["docs/**"]},
+            {"groups": ["reviewers"], "allow": ["name:nightly-*"]},
+        ]
+    )
+
+    decision = recorder.decide(BOB, "workflow.cancel", "run r-1", started_by=ANA, **WORKFLOW)
+
+    assert (decision.allowed, decision.rule) == (True, "auth.authorization.workflows[1]")
+
+
+def test_cancelling_someone_elses_run_without_a_rule_is_refused_with_exit_6() -> None:
+    recorder = Recorder(admins=["admins"], workflows=[{"groups": ["dev"], "allow": ["**"]}])
+
+    with pytest.raises(NotAuthorised) as raised:
+        recorder.authoriser.check(
+            BOB, "workflow.cancel", "run r-1", run_id="r-1", started_by=ANA, **WORKFLOW
+        )
+
+    error = raised.value
+    assert error.exit_code == ExitCode.NOT_AUTHORISED
+    assert "bob (local; groups: reviewers) may not cancel run r-1" in error.message
+    assert "refused by rule 'no rule allows it'" in error.message
+    assert "bob did not start the run (it was started by local:ana)" in error.message
+    assert error.key == "auth.authorization.workflows"
+    assert error.hint is not None and "the identity that started the run" in error.hint
+
+
+def test_a_run_recording_no_starter_is_cancelled_only_by_rule() -> None:
+    decision = Recorder().decide(ANA, "workflow.cancel", "run r-1", started_by=None, **WORKFLOW)
+
+    assert (decision.allowed, decision.rule) == (False, "no rule allows it")
+    assert "records no identity that started it" in decision.reason
+
+
+def test_a_runs_recorded_workflow_path_is_matched_relative_to_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    recorder = Recorder(workflows=[{"groups": ["reviewers"], "allow": ["ci/*.yml"]}])
+    repo = tmp_path / "repo"
+    (repo / "ci").mkdir(parents=True)
+    (repo / "ci" / "test.yml").write_text("")
+    recorded = {"name": "deploy", "path": "ci/test.yml", "digest": "x"}
+
+    decision = authorise_cancel(
+        recorder.authoriser, BOB, run_id="r-1", workflow=recorded, started_by=ANA, cwd=repo
+    )
+
+    assert (decision.allowed, decision.rule) == (True, "auth.authorization.workflows[0]")
+    payload = recorder.payloads()[0]
+    assert (payload["path"], payload["absolute"]) == (
+        "ci/test.yml",
+        str(repo.resolve() / "ci" / "test.yml"),
+    )
+    assert (payload["subject"], payload["run_id"]) == ("run r-1", "r-1")
 
 
 # -- policies -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from bcce.workflow.state import (
     JsonRunStateStore,
     RunRecorder,
     RunState,
+    append_cancel_request,
 )
 
 
@@ -211,6 +212,20 @@ def test_a_cancel_request_is_seen_by_the_recorder(store: JsonRunStateStore) -> N
         assert not recorder.cancel_requested()
         (recorder.directory / CANCEL_REQUEST).write_text("now")
         assert recorder.cancel_requested()
+    finally:
+        recorder.release()
+
+
+def test_a_cancel_request_names_who_asked_first(store: JsonRunStateStore) -> None:
+    recorder = created(store)
+    ana = {"user": "ana", "groups": ["dev"], "provider": "local"}
+    try:
+        append_cancel_request(recorder.directory)  # the driving process: nobody named
+        assert recorder.cancel_requested_by() is None
+        append_cancel_request(recorder.directory, by=ana)
+        append_cancel_request(recorder.directory, by={**ana, "user": "bob"})
+        assert recorder.cancel_requested_by() == ana
+        assert recorder.cancel_requests() == 3
     finally:
         recorder.release()
 

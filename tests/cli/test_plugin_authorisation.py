@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from bcce.events.audit import search
 from bcce.events.bus import Event
 from bcce.plugin import discovery
 from bcce.plugin.schema import MANIFEST_FILE
+from bcce.testing.auth import StaticAuthProvider
 
 OLGA = Identity("olga", ("platform",), "fake-sso")
 ANA = Identity("ana", ("dev",), "fake-sso")
@@ -36,15 +36,6 @@ class Plugin:
     def execute(self, type, params, context):
         return {"status": "succeeded", "outputs": {}}
 """
-
-
-@dataclass
-class FakeAuth:
-    identity: Identity
-    name: str = "fake-sso"
-
-    def authenticate(self) -> Identity:
-        return self.identity
 
 
 @pytest.fixture
@@ -80,7 +71,7 @@ def app_as(bcce_make_app: Callable[..., Application], tmp_path: Path) -> AppAs:
         app = bcce_make_app(
             auth={"authorization": rules}, workflow={"state_dir": str(tmp_path / "runs")}
         )
-        app.auth.authenticator.override(providers.Object(FakeAuth(identity)))
+        app.auth.authenticator.override(providers.Object(StaticAuthProvider(identity)))
         return app
 
     return make

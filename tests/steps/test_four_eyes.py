@@ -27,6 +27,7 @@ from bcce.events.audit import search
 from bcce.settings.layers import LayerOptions
 from bcce.steps.approval import Approval, ApprovalRequest, Verdict
 from bcce.steps.base import StepContext, StepResult
+from bcce.testing.auth import StaticAuthProvider
 from bcce.workflow.registry import StepType
 from bcce.workflow.runner import RunOptions
 
@@ -53,15 +54,6 @@ diff --git a/src/app.py b/src/app.py
 """
 BEFORE = "def greet():\n    return 'helo'\n"
 AFTER = "def greet():\n    return 'hello'\n"
-
-
-@dataclass
-class FakeAuth:
-    identity: Identity
-    name: str = "fake-sso"
-
-    def authenticate(self) -> Identity:
-        return self.identity
 
 
 class PatchingAgent:
@@ -126,7 +118,7 @@ def app_as(
             },
         }
         app = bcce_make_app(workflow={"state_dir": str(runs)}, auth={"authorization": rules})
-        app.auth.authenticator.override(providers.Object(FakeAuth(identity)))
+        app.auth.authenticator.override(providers.Object(StaticAuthProvider(identity)))
         app.workflow.steps().register(StepType("agent", PatchingAgent), replace=True)
         return app
 

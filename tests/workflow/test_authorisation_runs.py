@@ -28,6 +28,7 @@ from bcce.errors import ExitCode, NotAuthorised
 from bcce.events.audit import search
 from bcce.events.bus import Event
 from bcce.steps.base import StepContext, StepResult
+from bcce.testing.auth import StaticAuthProvider
 from bcce.workflow.registry import StepType
 from bcce.workflow.runner import RunOptions, RunResult
 
@@ -89,15 +90,6 @@ steps:
 """
 
 
-@dataclass
-class FakeAuth:
-    identity: Identity
-    name: str = "fake-sso"
-
-    def authenticate(self) -> Identity:
-        return self.identity
-
-
 class IdleAgent:
     """Stands in for Claude Code: succeeds without doing anything."""
 
@@ -129,7 +121,7 @@ def app_as(make_workflow_app: Callable[..., Application]) -> AppAs:
         if policy is not None:
             sections["policy"] = policy
         app = make_workflow_app(**sections)
-        app.auth.authenticator.override(providers.Object(FakeAuth(identity)))
+        app.auth.authenticator.override(providers.Object(StaticAuthProvider(identity)))
         app.workflow.steps().register(StepType("agent", IdleAgent), replace=True)
         return app
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import string
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, quote_plus
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bcce.core.redaction import BUILTIN_PATTERNS, MIN_SECRET_LENGTH, Redactor
@@ -460,6 +461,15 @@ def test_stream_gives_up_holding_an_open_match_beyond_max_pending() -> None:
     assert stream.pending <= 64
 
 
+def test_stream_catches_a_url_password_whose_start_fits_in_the_tail() -> None:
+    text = "https://user:" + "AKIAIOSFODNN7EXAMPLE" * 3 + "@host"
+    stream = Redactor().stream(tail=128)  # the open "://user:..." is 68 characters
+
+    out = stream.feed(text[:70]) + stream.feed(text[70:]) + stream.flush()
+
+    assert out == "https://user:***@host"
+
+
 def test_stream_rejects_a_tail_longer_than_max_pending(redactor: Redactor) -> None:
     with pytest.raises(ValueError, match="tail"):
         redactor.stream(tail=100, max_pending=10)
@@ -470,6 +480,8 @@ def test_stream_rejects_a_tail_longer_than_max_pending(redactor: Redactor) -> No
 # No "*": a value containing the placeholder could re-form around one (documented).
 SECRET_ALPHABET = string.ascii_letters + string.digits + "-_./+=:@$()[]{}|?^\\\"' "
 TEXT_ALPHABET = SECRET_ALPHABET + "\n\r\t%é"
+#: The start of a url-password match before its "@" arrives: "://user:" and the password so far.
+OPEN_URL_PASSWORD = re.compile(r"://[^\s/?#@:\"'<>]*:[^\s/?#@\"'<>]*")
 NOISE = st.sampled_from(
     [
         "Bearer ",
@@ -524,6 +536,9 @@ def test_stream_with_patterns_and_several_secrets_equals_redact(
     redactor = Redactor(secrets)
     # An integer part stands for one of the secrets, so they appear among the noise.
     text = "".join(secrets[p % len(secrets)] if isinstance(p, int) else p for p in parts)
+    # The guarantee holds while no not-yet-matching start of a match is longer than the tail
+    # (the module docstring): "https://user:" and a password longer than it is outside it.
+    assume(all(len(m.group()) < 64 for m in OPEN_URL_PASSWORD.finditer(text)))
     stream = redactor.stream(tail=64)
     out = "".join(stream.feed(chunk) for chunk in _chunks(text, cuts)) + stream.flush()
     assert out == redactor.redact(text)

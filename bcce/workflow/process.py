@@ -183,8 +183,10 @@ def kill_tree(proc: subprocess.Popen[bytes], cookie: str | None, *, grace_second
     pgid = proc.pid  # start_new_session made the leader its group's id
     targets = descendants(proc.pid) | (processes_with_cookie(cookie) if cookie else set())
     if grace_seconds > 0:
+        # Once each: a second SIGTERM could run a handler again (a shell trap did, twice).
+        outside = {pid for pid in targets if _group_of(pid) not in (pgid, None)}
         _signal_group(pgid, signal.SIGTERM)
-        for pid in targets:
+        for pid in outside:
             _signal(pid, signal.SIGTERM)
         end = time.monotonic() + grace_seconds
         while time.monotonic() < end:
@@ -265,6 +267,13 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -157,6 +157,39 @@ def test_a_process_that_exits_on_sigterm_is_not_sigkilled(tmp_path: Path) -> Non
     assert (tmp_path / "out.txt").read_text() == "terminated\n"
 
 
+def test_stopping_sends_sigterm_once_to_each_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    groups: list[tuple[int, int]] = []
+    singles: list[tuple[int, int]] = []
+    real_killpg, real_kill = os.killpg, os.kill
+
+    def killpg(pgid: int, sig: int) -> None:
+        groups.append((pgid, sig))
+        real_killpg(pgid, sig)
+
+    def kill(pid: int, sig: int) -> None:
+        singles.append((pid, sig))
+        real_kill(pid, sig)
+
+    monkeypatch.setattr(os, "killpg", killpg)
+    monkeypatch.setattr(os, "kill", kill)
+    script = (
+        "trap 'exit 0' TERM; sleep 30 & "
+        "setsid sh -c 'trap \"exit 0\" TERM; echo $$ > escaped; exec sleep 30' & "
+        "while [ ! -s escaped ]; do sleep 0.01; done; touch ready; wait"
+    )
+
+    result = run(tmp_path, script, should_stop=lambda: (tmp_path / "ready").exists())
+
+    assert result.cancelled
+    leader = next(pgid for pgid, sig in groups if sig == signal.SIGTERM)
+    escaped = int((tmp_path / "escaped").read_text())
+    terms = [pid for pid, sig in singles if sig == signal.SIGTERM]
+    assert leader not in terms  # the group's SIGTERM reached it: not a second one
+    assert terms == [escaped]  # only the process outside the group is signalled on its own
+
+
 def test_background_children_end_with_their_leader(
     tmp_path: Path,
     wait_until: Callable[..., None],
